@@ -1,0 +1,20 @@
+"""python eval.py ckpt_path=... data=<dataset> [data.root=...]: score a trained checkpoint."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    from tincap.evaluate import run
+
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

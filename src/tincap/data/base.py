@@ -1,0 +1,258 @@
+"""What every tincap image-classification datamodule shares: in-memory uint8 arrays, batch transforms, splits."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from tincap.data.cache import cached_decode, is_image_file
+from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchMix, BatchTransform
+
+log = logging.getLogger(__name__)
+
+
+class ArrayDataset(Dataset):
+    """Images held as one uint8 array; `__getitems__` builds and augments a whole batch at once."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        targets: np.ndarray | None,
+        transform: BatchTransform,
+        ids: list[str] | None = None,
+        mix: BatchMix | None = None,
+    ) -> None:
+        self.images = images
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+        self.transform = transform
+        self.ids = ids
+        self.mix = mix
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        x = self.transform(torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2))
+        y = self.targets[idx] if self.targets is not None else torch.full((len(idx),), -1, dtype=torch.long)
+        if self.mix is not None:
+            x, y = self.mix(x, y)
+        return x, y
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+
+def keep_batch(batch: Any) -> Any:
+    """Collate for datasets that already return whole batches."""
+    return batch
+
+
+def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class random split, so train and validation keep the class balance and never share an image."""
+    if not 0 <= val_ratio < 1:
+        raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        members = members[rng.permutation(len(members))]
+        n_val = int(round(len(members) * val_ratio))
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def scan_class_folders(folder: Path, class_names: list[str] | None, what: str) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Files and labels of a `<class>/<image>` tree; class_names, when given, fixes the order and must match."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what}: folder {folder} does not exist; expected {folder}/<class_name>/<image files>")
+    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not found:
+        raise ValueError(f"{what}: {folder} has no class sub-folders; expected {folder}/<class_name>/<image files>")
+    if class_names is None:
+        class_names = found
+    else:
+        missing = [c for c in class_names if c not in found]
+        extra = [c for c in found if c not in class_names]
+        if missing or extra:
+            raise ValueError(
+                f"{what}: the class list and the folders of {folder} disagree: "
+                f"no folder for {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"folders not in the class list {extra[:5]}{'...' if len(extra) > 5 else ''}"
+            )
+    files: list[Path] = []
+    labels: list[int] = []
+    for idx, name in enumerate(class_names):
+        members = list_images(folder / name)
+        if not members:
+            raise ValueError(f"{what}: class folder {folder / name} is empty; expected image files (.jpg, .jpeg, .png, ...)")
+        files += members
+        labels += [idx] * len(members)
+    return files, np.asarray(labels, dtype=np.int64), class_names
+
+
+@dataclass
+class Split:
+    """One split's pixels and labels (labels None for an unlabelled test set)."""
+
+    images: np.ndarray
+    targets: np.ndarray | None
+    ids: list[str] = field(default_factory=list)
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Base datamodule: subclasses say where the images are (`load_splits`); this class caches, splits and serves."""
+
+    name = "images"
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int | None = 64,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_ratio: float = 0.2,
+        split_seed: int = 0,
+        cache_dir: str | Path | None = None,
+        augment: dict | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_ratio = val_ratio
+        self.split_seed = split_seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.augment = dict(augment or {})
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.pin_memory = pin_memory
+        self.splits: dict[str, Split] = {}
+        self._class_names: list[str] | None = None
+
+    # -- what subclasses provide -------------------------------------------------------
+    def discover_classes(self) -> list[str]:
+        """Class names in label order, found without decoding any image."""
+        raise NotImplementedError
+
+    def load_splits(self) -> dict[str, Split]:
+        """Decoded 'train' (and optionally 'val', 'test') splits; 'val' is carved from train when absent."""
+        raise NotImplementedError
+
+    # -- shared machinery --------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        if self._class_names is None:
+            self._class_names = self.discover_classes()
+        return self._class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def cache_path(self, split: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        where = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        return self.cache_dir / f"{self.name}-{split}-{self.image_size or 'native'}-{where}.h5"
+
+    def decode_split(self, split: str, files: list[Path], labels: np.ndarray | None) -> Split:
+        """Decode (or read from cache) one split, dropping the labels of files that failed to decode."""
+        decoded = cached_decode(files, self.cache_path(split), self.image_size)
+        kept = decoded.kept
+        return Split(
+            images=decoded.images,
+            targets=None if labels is None else labels[kept],
+            ids=[files[i].name for i in kept],
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        splits = self.load_splits()
+        if "val" not in splits:
+            train = splits["train"]
+            tr, va = stratified_split(train.targets, self.val_ratio, self.split_seed)
+            splits["train"] = Split(train.images[tr], train.targets[tr], [train.ids[i] for i in tr])
+            splits["val"] = Split(train.images[va], train.targets[va], [train.ids[i] for i in va])
+        self.splits = splits
+        log.info(
+            "%s: %s", self.name, ", ".join(f"{k}={len(v.images)}" for k, v in splits.items())
+        )
+
+    def transform(self, train: bool) -> BatchTransform:
+        aug = {k: v for k, v in self.augment.items() if k not in ("mixup_alpha", "cutmix_alpha", "mix_prob")}
+        return BatchTransform(train=train, mean=self.mean, std=self.std, **(aug if train else {}))
+
+    def _mix(self) -> BatchMix | None:
+        mixup, cutmix = self.augment.get("mixup_alpha", 0.0), self.augment.get("cutmix_alpha", 0.0)
+        if not (mixup or cutmix):
+            return None
+        return BatchMix(self.num_classes, mixup, cutmix, self.augment.get("mix_prob", 1.0))
+
+    def dataset(self, split: str, train: bool = False) -> ArrayDataset:
+        self.setup()
+        if split not in self.splits:
+            raise KeyError(f"{self.name} at {self.root} has no '{split}' split (has {sorted(self.splits)})")
+        s = self.splits[split]
+        return ArrayDataset(s.images, s.targets, self.transform(train), s.ids, self._mix() if train else None)
+
+    def has_labels(self, split: str) -> bool:
+        self.setup()
+        return split in self.splits and self.splits[split].targets is not None and len(self.splits[split].images) > 0
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split, train),
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(self.splits[split].images) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=keep_batch,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        split = "test" if self.has_labels("test") else "val"
+        return self._loader(split, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test" if "test" in self.splits else "val", train=False)
+
+    def describe(self) -> dict[str, Any]:
+        """What a checkpoint must remember to preprocess new images identically."""
+        return {
+            "class_names": self.class_names,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "dataset": self.name,
+        }

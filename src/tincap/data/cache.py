@@ -1,0 +1,140 @@
+"""Decode-once image store: JPEGs become one uint8 HDF5 array, read into memory by later runs."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from PIL import Image
+
+from tincap.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    """Pixels of the files that decoded, and which of the requested files those were."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    kept: np.ndarray  # indices into the requested file list, ascending
+    labels: np.ndarray | None = None  # for generated sets, whose labels are not in file names
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def fingerprint(files: Sequence[Path], size: int | None, extra: str = "") -> str:
+    """Identify a file list's exact contents cheaply, so any added, removed or touched file invalidates a cache."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|size={size}|{extra}\n".encode())
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def decode_image(path: Path, size: int | None) -> np.ndarray:
+    """Decode to RGB uint8 (grayscale and palette images included), resized to size x size when given."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if size is not None and img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _try_decode(path: Path, size: int | None) -> np.ndarray | Exception:
+    try:
+        return decode_image(path, size)
+    except Exception as exc:  # noqa: BLE001 - every decoder failure means "unreadable image"
+        return exc
+
+
+def decode_files(files: Sequence[Path], size: int | None, threads: int = 4) -> DecodedImages:
+    """Decode a file list in threads (Pillow releases the GIL), skipping unreadable files with one warning."""
+    if not files:
+        raise ValueError("decode_files: no image files were given")
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = list(pool.map(lambda p: _try_decode(p, size), files, chunksize=64))
+    kept = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
+    failed = [(files[i], r) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
+    if not kept:
+        raise ValueError(
+            f"none of the {len(files)} images could be decoded (first: {files[0]}: {failed[0][1]}); "
+            "expected readable JPEG/PNG files"
+        )
+    if failed:
+        examples = "; ".join(f"{p}: {e}" for p, e in failed[:3])
+        warnings.warn(f"skipped {len(failed)} unreadable image(s) of {len(files)} ({examples})", stacklevel=2)
+    shapes = {results[i].shape for i in kept}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"images under {files[0].parent} have different sizes {sorted(shapes)[:4]}; "
+            "set data.image_size so they are resized to one size"
+        )
+    return DecodedImages(np.stack([results[i] for i in kept]), np.asarray(kept, dtype=np.int64))
+
+
+def _read_cache(path: Path, key: str) -> DecodedImages | None:
+    """Return the cached arrays only if the file is complete and was built from exactly these inputs."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("fingerprint") != key or not f.attrs.get("complete", False):
+                return None
+            images = f["images"][...]
+            kept = f["kept"][...]
+            labels = f["labels"][...] if "labels" in f else None
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
+        return None
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(kept) != len(images):
+        log.warning("ignoring malformed cache %s; rebuilding it", path)
+        return None
+    return DecodedImages(images, kept, labels)
+
+
+def write_cache(path: Path, key: str, decoded: DecodedImages) -> None:
+    """Write via a temp file and rename, so an interrupted build never leaves a cache that looks valid."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("images", data=decoded.images, chunks=True)
+            f.create_dataset("kept", data=decoded.kept)
+            if decoded.labels is not None:
+                f.create_dataset("labels", data=decoded.labels)
+            f.attrs["fingerprint"] = key
+            f.attrs["complete"] = True
+
+
+def cached_decode(
+    files: Sequence[Path],
+    cache_path: Path | None,
+    size: int | None,
+    build: Callable[[], DecodedImages] | None = None,
+    extra_key: str = "",
+) -> DecodedImages:
+    """Decode files once into an HDF5 cache keyed by their fingerprint; later calls read it back."""
+    files = list(files)
+    build = build or (lambda: decode_files(files, size))
+    if cache_path is None:
+        return build()
+    key = fingerprint(files, size, extra_key)
+    cache_path = Path(cache_path)
+    if cache_path.exists():
+        hit = _read_cache(cache_path, key)
+        if hit is not None:
+            return hit
+        log.info("cache %s is stale; rebuilding", cache_path)
+    decoded = build()
+    write_cache(cache_path, key, decoded)
+    log.info("cached %d images in %s", len(decoded.images), cache_path)
+    return decoded

@@ -1,0 +1,106 @@
+"""Batch augmentations on uint8 tensors: one vectorised call per batch instead of one PIL call per image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def random_crop(x: Tensor, padding: int) -> Tensor:
+    """Pad by `padding` (zeros) and take one random same-size crop per image, as torchvision's RandomCrop."""
+    if padding <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+    oy = torch.randint(0, 2 * padding + 1, (n, 1))
+    ox = torch.randint(0, 2 * padding + 1, (n, 1))
+    rows = (oy + torch.arange(h)).view(n, 1, h, 1)
+    cols = (ox + torch.arange(w)).view(n, 1, 1, w)
+    batch = torch.arange(n).view(n, 1, 1, 1)
+    chans = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: Tensor, p: float = 0.5) -> Tensor:
+    flip = torch.rand(x.shape[0]) < p
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def color_jitter(x: Tensor, strength: float) -> Tensor:
+    """Per-image brightness, contrast and saturation factors in [1-s, 1+s], on float images in [0, 1]."""
+    n = x.shape[0]
+
+    def factors() -> Tensor:
+        return (1 + (torch.rand(n, 1, 1, 1) * 2 - 1) * strength).to(x.dtype)
+
+    x = x * factors()
+    mean = (x * _GRAY.to(x.dtype)).sum(1, keepdim=True).mean((2, 3), keepdim=True)
+    x = (x - mean) * factors() + mean
+    gray = (x * _GRAY.to(x.dtype)).sum(1, keepdim=True)
+    x = (x - gray) * factors() + gray
+    return x.clamp_(0, 1)
+
+
+class BatchTransform:
+    """uint8 (N,3,H,W) -> normalised float batch, with the configured augmentations when training."""
+
+    def __init__(
+        self,
+        train: bool,
+        crop_padding: int = 0,
+        flip: bool = False,
+        color_jitter: float = 0.0,
+        trivial_augment: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        self.train = train
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.color_jitter = color_jitter
+        self.trivial = v2.TrivialAugmentWide() if trivial_augment else None
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.train:
+            if self.trivial is not None:
+                x = torch.stack([self.trivial(img) for img in x])
+            x = random_crop(x, self.crop_padding)
+            if self.flip:
+                x = random_flip(x)
+        out = x.float().div_(255)
+        if self.train and self.color_jitter > 0:
+            out = color_jitter(out, self.color_jitter)
+        return out.sub_(self.mean).div_(self.std)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Back to [0, 1] pixels, for figures and Grad-CAM overlays."""
+        return (x * self.std.to(x.device) + self.mean.to(x.device)).clamp(0, 1)
+
+
+class BatchMix:
+    """MixUp / CutMix on a normalised batch, turning integer labels into soft targets."""
+
+    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, prob: float = 1.0) -> None:
+        choices = []
+        if mixup_alpha > 0:
+            choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        if not choices:
+            raise ValueError("BatchMix needs mixup_alpha > 0 or cutmix_alpha > 0")
+        self.mix = v2.RandomChoice(choices)
+        self.prob = prob
+
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if torch.rand(()) >= self.prob:
+            return x, y
+        return self.mix(x, y)

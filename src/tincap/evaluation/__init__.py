@@ -1,0 +1,1 @@
+"""Figures, per-class tables, submissions and (later) caption metrics, reports and Grad-CAM."""

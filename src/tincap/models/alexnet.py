@@ -1,0 +1,33 @@
+"""torchvision AlexNet, with a stride-2 first conv so 64x64 inputs keep enough resolution."""
+
+from __future__ import annotations
+
+from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
+from torch import Tensor, nn
+
+from tincap.models.pretrained import torchvision_weights
+
+
+class AlexNet(TorchvisionAlexNet):
+    """Same parameter names and shapes as torchvision's; `small_input` only changes conv1's stride and padding."""
+
+    def __init__(self, num_classes: int, small_input: bool = True, dropout: float = 0.5, weights: str | None = None) -> None:
+        super().__init__(num_classes=1000 if weights else num_classes, dropout=dropout)
+        if weights:
+            self.load_state_dict(torchvision_weights("alexnet", weights))
+            self.classifier[6] = nn.Linear(4096, num_classes)
+        if small_input:
+            conv1 = self.features[0]
+            conv1.stride, conv1.padding = (2, 2), (5, 5)
+        self.feature_dim = 256
+
+    @property
+    def head(self) -> nn.Linear:
+        return self.classifier[6]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.features[10]

@@ -1,0 +1,71 @@
+"""A VGG/ResNet-style CNN sized for 32-64 px images: conv-BN-ReLU stages, optional residual blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+def conv_bn(cin: int, cout: int, batch_norm: bool = True) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=not batch_norm),
+        nn.BatchNorm2d(cout) if batch_norm else nn.Identity(),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Residual(nn.Module):
+    def __init__(self, width: int, convs: int, batch_norm: bool) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*[conv_bn(width, width, batch_norm) for _ in range(convs)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class CNN(nn.Module):
+    """Stem conv, then per stage: widen, (residual) convs, 2x2 max-pool; global pool, dropout, linear head."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        convs_per_stage: int = 2,
+        residual: bool = True,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        stem_pool: bool = True,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(in_channels, widths[0], batch_norm)]
+        if stem_pool:
+            layers.append(nn.MaxPool2d(2))
+        prev = widths[0]
+        for i, width in enumerate(widths):
+            stage: list[nn.Module] = [conv_bn(prev, width, batch_norm)]
+            extra = convs_per_stage - 1
+            if residual and extra > 0:
+                stage.append(Residual(width, extra, batch_norm))
+            else:
+                stage += [conv_bn(width, width, batch_norm) for _ in range(extra)]
+            if i < len(widths) - 1:
+                stage.append(nn.MaxPool2d(2))
+            layers.append(nn.Sequential(*stage))
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(prev, num_classes)
+        self.feature_dim = prev
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.dropout(self.pool(self.features(x))))
+
+    @property
+    def cam_layer(self) -> nn.Module:
+        return self.features[-1]

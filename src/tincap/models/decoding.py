@@ -1,0 +1,133 @@
+"""Caption decoding for any decoder with the stepwise API (`init_state`, `step`, `reorder_state`): greedy and beam.
+
+Outputs are LongTensors (N, L <= max_len) of generated ids: no `<bos>`, `<eos>` included when produced, `<pad>`
+after it. `<pad>` and `<bos>` are never generated.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from tincap.models.decoders import State
+
+
+class StepDecoder(Protocol):
+    def init_state(self, global_feat: Tensor, spatial_feat: Tensor) -> State: ...
+
+    def step(self, prev_tokens: Tensor, state: State, spatial_feat: Tensor) -> tuple[Tensor, State]: ...
+
+    def reorder_state(self, state: State, index: Tensor) -> State: ...
+
+
+def _ban(log_probs: Tensor, ids: tuple[int, ...]) -> Tensor:
+    return log_probs.index_fill(-1, torch.tensor(ids, device=log_probs.device), float("-inf"))
+
+
+@torch.no_grad()
+def greedy_decode(
+    decoder: StepDecoder,
+    global_feat: Tensor,
+    spatial_feat: Tensor,
+    max_len: int,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+) -> Tensor:
+    """The most likely next token at each step, until every caption has produced `<eos>` or max_len tokens."""
+    n = global_feat.size(0)
+    state = decoder.init_state(global_feat, spatial_feat)
+    prev = torch.full((n,), bos_id, dtype=torch.long, device=global_feat.device)
+    finished = torch.zeros(n, dtype=torch.bool, device=global_feat.device)
+    out = [prev.new_empty((n, 0))]
+    for _ in range(max_len):
+        log_probs, state = decoder.step(prev, state, spatial_feat)
+        prev = _ban(log_probs, (pad_id, bos_id)).argmax(-1)
+        out.append(prev.masked_fill(finished, pad_id).unsqueeze(1))
+        finished |= prev == eos_id
+        if bool(finished.all()):
+            break
+    return torch.cat(out, 1)
+
+
+def _normalise(score: Tensor, length: int, length_penalty: float) -> Tensor:
+    """GNMT length normalisation, score / ((5 + length) / 6) ** length_penalty; the raw sum when it is 0."""
+    return score / ((5 + length) / 6) ** length_penalty if length_penalty > 0 else score
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: StepDecoder,
+    global_feat: Tensor,
+    spatial_feat: Tensor,
+    beam_size: int,
+    max_len: int,
+    length_penalty: float = 0.0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+) -> Tensor:
+    """Best caption per image; the N x beam_size hypotheses advance as one batch of N * beam_size rows.
+
+    Each step ranks 2 * beam_size extensions per image: those among the top beam_size that end in `<eos>` (or reach
+    max_len) compete for the image's best finished caption, the best beam_size that do not end live on. An image stops
+    once no live hypothesis can still beat its best finished one (log-probs are <= 0, so a live score can only fall;
+    with a length penalty it is bounded by its current sum normalised at max_len).
+    """
+    n, k = global_feat.size(0), beam_size
+    device = global_feat.device
+    rows = torch.arange(n, device=device)
+    state = decoder.reorder_state(decoder.init_state(global_feat, spatial_feat), rows.repeat_interleave(k))
+    spatial = spatial_feat.index_select(0, rows.repeat_interleave(k))
+    prev = torch.full((n * k,), bos_id, dtype=torch.long, device=device)
+    # all beams start identical: only the first may expand, or the beam would fill with copies
+    scores = torch.full((n, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    seqs = torch.empty((n, k, 0), dtype=torch.long, device=device)
+    best_score = torch.full((n,), float("-inf"), device=device)
+    best_seq = torch.full((n, max_len), pad_id, dtype=torch.long, device=device)
+    best_len = torch.zeros(n, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    is_top_k = torch.arange(2 * k, device=device) < k
+    for t in range(max_len):
+        log_probs, state = decoder.step(prev, state, spatial)
+        log_probs = _ban(log_probs, (pad_id, bos_id)).view(n, k, -1)
+        width = min(2 * k, log_probs.size(-1))
+        cand_lp, cand_tok = log_probs.topk(width, dim=-1)
+        # a stable sort keeps each beam's extensions in log-prob order on exact ties (after rounding), so that
+        # beam_size=1 follows greedy's argmax exactly
+        cand_score, order = (scores.unsqueeze(-1) + cand_lp).view(n, -1).sort(dim=-1, descending=True, stable=True)
+        cand_score, order = cand_score[:, : 2 * k], order[:, : 2 * k]
+        origin = torch.div(order, width, rounding_mode="floor")
+        token = cand_tok.view(n, -1).gather(1, order)
+        ends = token == eos_id
+        if t == max_len - 1:
+            ends = torch.ones_like(ends)
+
+        final = ends & is_top_k[: ends.size(1)] & ~done.unsqueeze(1)
+        final_score = torch.where(final, _normalise(cand_score, t + 1, length_penalty), float("-inf"))
+        top_final, j = final_score.max(1)
+        better = top_final > best_score
+        if bool(better.any()):
+            pick = j.unsqueeze(1)
+            caption = torch.cat([seqs[rows, origin.gather(1, pick).squeeze(1)], token.gather(1, pick)], 1)
+            best_seq[better, : t + 1] = caption[better]
+            best_len[better] = t + 1
+            best_score = torch.where(better, top_final, best_score)
+        if t == max_len - 1:
+            break
+
+        live = ends.to(torch.uint8).sort(dim=1, stable=True).indices[:, :k]
+        origin, token, scores = origin.gather(1, live), token.gather(1, live), cand_score.gather(1, live)
+        seqs = torch.cat([seqs[rows.unsqueeze(1), origin], token.unsqueeze(-1)], 2)
+        state = decoder.reorder_state(state, (rows.unsqueeze(1) * k + origin).view(-1))
+        prev = token.view(-1)
+        reachable = scores.max(1).values
+        if length_penalty > 0:
+            reachable = _normalise(reachable, max_len, length_penalty)
+        done |= best_score >= reachable
+        if bool(done.all()):
+            break
+    return best_seq[:, : int(best_len.max())]

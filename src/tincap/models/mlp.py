@@ -1,0 +1,36 @@
+"""The coursework's fully connected baseline: flattened pixels through ReLU hidden layers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int = 64,
+        hidden: Sequence[int] = (1024, 512),
+        dropout: float = 0.2,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_channels * image_size * image_size
+        for width in hidden:
+            layers += [nn.Linear(prev, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, num_classes)
+        self.feature_dim = prev
+        self.image_size = image_size
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            raise ValueError(f"MLP was built for {self.image_size}x{self.image_size} images, got {tuple(x.shape[-2:])}")
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.forward_features(x))

@@ -1,0 +1,1 @@
+"""LightningModules: they own losses, metrics and optimisers around the plain networks of tincap.models."""

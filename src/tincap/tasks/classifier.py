@@ -1,0 +1,157 @@
+"""Classification as a LightningModule: loss, metrics, optimiser and the best epoch's figures around a plain network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+
+def eval_metrics(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+            "auroc": MulticlassAUROC(num_classes, average="macro"),
+        }
+    )
+
+
+def param_groups(net: nn.Module, weight_decay_norm_bias: bool) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only, unless asked to decay norms and biases too."""
+    decay, no_decay = [], []
+    for p in net.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 or weight_decay_norm_bias else no_decay).append(p)
+    groups = [{"params": decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+class Classifier(L.LightningModule):
+    """Owns cross-entropy, torchmetrics, optimiser/scheduler; the network stays a plain nn.Module (`self.net`)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., dict[str, Any]] | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = True,
+        weight_decay_norm_bias: bool = False,
+        model_cfg: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = net.head.out_features
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.val_metrics = eval_metrics(self.num_classes).clone(prefix="val/")
+        self.test_metrics = eval_metrics(self.num_classes).clone(prefix="test/")
+        self.val_confusion = MulticlassConfusionMatrix(self.num_classes)
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self.results: dict[str, dict[str, Any]] = {}  # last epoch of each stage: values, confusion, probs, targets
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def class_names(self) -> list[str]:
+        info = self.hparams.get("data_info") or {}
+        return list(info.get("class_names") or [str(i) for i in range(self.num_classes)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        hard = y.argmax(1) if y.ndim == 2 else y  # mixup/cutmix give soft targets
+        self.train_acc(logits.detach(), hard)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
+    def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        logits = self(x).float()
+        loss = F.cross_entropy(logits, y)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        confusion = self.val_confusion if stage == "val" else self.test_confusion
+        metrics.update(logits, y)
+        confusion.update(logits, y)
+        self._outputs[stage].append((logits.softmax(1).cpu(), y.cpu()))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _collect(self, stage: str) -> dict[str, Any]:
+        """Compute and log the epoch's metrics; return the confusion matrix and this process's probabilities."""
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        confusion = self.val_confusion if stage == "val" else self.test_confusion
+        values = metrics.compute()
+        self.log_dict(values, prog_bar=stage == "val")
+        cm = confusion.compute().cpu()
+        metrics.reset()
+        confusion.reset()
+        outputs, self._outputs[stage] = self._outputs[stage], []
+        probs = torch.cat([o[0] for o in outputs]) if outputs else torch.empty(0, self.num_classes)
+        targets = torch.cat([o[1] for o in outputs]) if outputs else torch.empty(0, dtype=torch.long)
+        return {"values": {k: float(v) for k, v in values.items()}, "confusion": cm, "probs": probs, "targets": targets}
+
+    def on_validation_epoch_end(self) -> None:
+        self.results["val"] = self._collect("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.results["test"] = self._collect("test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, _ = batch
+        return self(x).float().softmax(1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(param_groups(self.net, self.hparams.weight_decay_norm_bias))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+
+
+def load_classifier(ckpt_path: str | Path) -> Classifier:
+    """Rebuild a trained classifier from its checkpoint alone (network config and class names are inside)."""
+    from tincap.models import build_network
+    from tincap.models.pretrained import read_state_dict
+
+    _, hparams = read_state_dict(ckpt_path)
+    model_cfg = hparams.get("model_cfg")
+    info = hparams.get("data_info") or {}
+    if not model_cfg or not info.get("class_names"):
+        raise ValueError(f"{ckpt_path} is not a tincap classifier checkpoint (no model_cfg / class names inside)")
+    model_cfg = {k: v for k, v in model_cfg.items() if k not in ("weights_path", "freeze_backbone", "weights")}
+    net = build_network(model_cfg, len(info["class_names"]))
+    return Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)

@@ -1,0 +1,144 @@
+"""Turn a composed Hydra config into a training run: datamodule, model, callbacks, loggers, trainer, in that order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from tincap.callbacks import Throughput
+from tincap.checkpoint_io import AtomicCheckpointIO
+from tincap.evaluation.classification import write_classification_files
+from tincap.evaluation.submission import write_submission
+from tincap.models import build_network
+from tincap.rundir import closing_line, print_config_tree, write_metrics
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Every `_target_` entry of a callbacks/logger group (entries set to null are switched off)."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """Scalar leaves of the config as 'a/b/c' keys, for TensorBoard's hyper-parameter table."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}/{k}" if prefix else str(k))
+        elif isinstance(node, (int, float, str, bool)) or node is None:
+            flat[prefix] = "null" if node is None else node
+        else:
+            flat[prefix] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+
+
+def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    net = build_network(cfg.model, datamodule.num_classes)
+    scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    return hydra.utils.instantiate(
+        cfg.task,
+        net=net,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
+        data_info=datamodule.describe(),
+        _recursive_=False,
+    )
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    if not cfg.get("resume"):
+        return None
+    ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: {ckpt} not found; expected a run directory with checkpoints/last.ckpt")
+    return str(ckpt)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fit, re-validate the best checkpoint, test it, and write metrics.json; returns (metrics, objects)."""
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision("high")
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    task = build_task(cfg, datamodule)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer = build_trainer(cfg, callbacks, loggers)
+
+    started = time.perf_counter()
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=False)
+    fit_s = time.perf_counter() - started
+
+    fast = bool(cfg.trainer.get("fast_dev_run"))
+    best = None if fast or trainer.checkpoint_callback is None else trainer.checkpoint_callback.best_model_path or None
+    metrics: dict[str, Any] = {}
+    (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
+    metrics.update(val)
+    figures = {}
+    if trainer.is_global_zero and task.results.get("val") is not None and len(task.results["val"]["targets"]):
+        figures = write_classification_files(run_dir, task.results["val"], task.class_names)
+    if cfg.get("test"):
+        if datamodule.has_labels("test"):
+            (test,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
+            metrics.update(test)
+        elif "test" in datamodule.splits:
+            probs = torch.cat(trainer.predict(task, datamodule=datamodule, ckpt_path=best, weights_only=False))
+            ids = datamodule.splits["test"].ids
+            if trainer.is_global_zero and len(probs) == len(ids):
+                write_submission(run_dir / "submission.csv", ids, probs.argmax(1).numpy())
+
+    throughput = next((c for c in callbacks if isinstance(c, Throughput)), None)
+    metrics.update(
+        {
+            "epochs": trainer.current_epoch,
+            "fit_s": round(fit_s, 2),
+            "params": sum(p.numel() for p in task.net.parameters()),
+            "train/img_per_s": round(throughput.img_per_s, 1) if throughput else None,
+        }
+    )
+    metrics = {k: float(v) if isinstance(v, (torch.Tensor, np.floating)) else v for k, v in metrics.items()}
+
+    tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if trainer.is_global_zero:
+        write_metrics(run_dir / "metrics.json", metrics)
+        if tb is not None:
+            for name, fig in figures.items():
+                tb.experiment.add_figure(f"val/{name}", fig, global_step=trainer.global_step)
+            numeric = {f"hp/{k}": v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+            tb.log_hyperparams(flat_config(cfg), metrics=numeric)
+            tb.experiment.flush()
+    objects = {"datamodule": datamodule, "task": task, "trainer": trainer, "best_ckpt": best,
+               "tb_dir": Path(tb.log_dir) if tb else None}
+    return metrics, objects
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Hydra entry point body: print the config, train, print where the outputs are, return the swept metric."""
+    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+    metrics, objects = train(cfg)
+    if objects["trainer"].is_global_zero:
+        print(closing_line(Path(cfg.paths.output_dir), objects["best_ckpt"], objects["tb_dir"]), flush=True)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return None if value is None else float(value)

@@ -1,0 +1,207 @@
+"""Caption encoder, decoders and decoding: shapes, padding invariance, stepwise == teacher forcing, beam search."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tincap.models.caption_encoder import CaptionEncoder
+from tincap.models.cnn import CNN
+from tincap.models.decoders import AttentionDecoder, RNNDecoder
+from tincap.models.decoding import beam_search, greedy_decode
+
+V, D, C, P = 12, 8, 6, 4  # vocab, global feature dim, spatial channels, spatial positions
+PAD, BOS, EOS = 0, 1, 2
+KINDS = [f"{cell}-{inp}" for cell in ("rnn", "gru", "lstm") for inp in ("init_state", "first_step")] + ["attention"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run faster on one thread, and do not fight a busy machine's other cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_decoder(kind: str, seed: int = 0, num_layers: int = 2, dropout: float = 0.1) -> nn.Module:
+    torch.manual_seed(seed)
+    if kind == "attention":
+        return AttentionDecoder(V, C, embed_dim=8, hidden_dim=16, attention_dim=8, dropout=dropout)
+    cell, image_input = kind.split("-")
+    return RNNDecoder(V, D, 8, 16, num_layers, dropout, cell=cell, image_input=image_input)
+
+
+def features(n: int, seed: int = 1) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g), torch.randn(n, P, C, generator=g)
+
+
+def captions(lengths: list[int], extra_pad: int = 0, seed: int = 2) -> Tensor:
+    """<bos> w_1..w_L <eos> then <pad>s, words drawn from ids 3..V-1."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.full((len(lengths), max(lengths) + 2 + extra_pad), PAD)
+    for i, length in enumerate(lengths):
+        tokens[i, 0] = BOS
+        tokens[i, 1 : length + 1] = torch.randint(3, V, (length,), generator=g)
+        tokens[i, length + 1] = EOS
+    return tokens
+
+
+def state_tensors(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return state if isinstance(state, tuple) else (state,)
+
+
+def sequence_logprob(decoder: nn.Module, g: Tensor, s: Tensor, out: Tensor) -> Tensor:
+    """Total log-prob of decoded ids (as returned by decoding) under teacher forcing."""
+    tokens = torch.cat([torch.full((out.size(0), 1), BOS), out], 1)
+    with torch.no_grad():
+        logp = decoder(g, s, tokens).log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    return (logp * (tokens[:, 1:] != PAD)).sum(1)
+
+
+def test_encoder_shapes_and_freeze() -> None:
+    torch.manual_seed(0)
+    backbone = CNN(5, widths=(8, 16), batch_norm=True)
+    enc = CaptionEncoder(backbone, embed_dim=10, freeze=True).train()
+    bn = next(m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    g, s = enc(torch.randn(2, 3, 32, 32))
+    assert g.shape == (2, 10) and s.shape == (2, 8 * 8, 16) and enc.feature_dim == 16
+    assert enc.training and not backbone.training and torch.equal(bn.running_mean, stats)
+    assert not any(p.requires_grad for p in backbone.parameters()) and g.requires_grad and not s.requires_grad
+    trainable = CaptionEncoder(CNN(5, widths=(8, 16)), embed_dim=10).train()
+    assert trainable.backbone.training and trainable(torch.randn(2, 3, 32, 32))[1].requires_grad
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_decoder_shapes(kind: str) -> None:
+    dec = make_decoder(kind).train()
+    g, s = features(3)
+    tokens = captions([4, 2, 5])
+    logits, aux = dec.forward_with_aux(g, s, tokens)
+    assert logits.shape == (3, tokens.size(1) - 1, V) and aux.shape == ()
+    F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD).add(aux).backward()
+    state = dec.init_state(g, s)
+    log_probs, state = dec.step(tokens[:, 0], state, s)
+    assert log_probs.shape == (3, V)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
+    reordered = dec.reorder_state(state, torch.tensor([2, 2, 0]))
+    for a, b in zip(state_tensors(state), state_tensors(reordered)):
+        assert torch.equal(b, a[:, [2, 2, 0]])
+    if kind == "attention":
+        assert dec.last_alpha.shape == (3, P) and torch.allclose(dec.last_alpha.sum(-1), torch.ones(3))
+        assert aux > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_padding_does_not_change_real_positions(kind: str) -> None:
+    dec = make_decoder(kind).eval()
+    g, s = features(3)
+    lengths = [4, 1, 6]
+    short, long = captions(lengths), captions(lengths, extra_pad=5)
+    a, aux_a = dec.forward_with_aux(g, s, short)
+    b, aux_b = dec.forward_with_aux(g, s, long)
+    for i, length in enumerate(lengths):
+        assert torch.equal(a[i, : length + 1], b[i, : length + 1])
+    assert torch.equal(aux_a, aux_b)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_step_reproduces_teacher_forcing(kind: str) -> None:
+    dec = make_decoder(kind).eval()
+    g, s = features(3)
+    tokens = captions([5, 5, 5])
+    with torch.no_grad():
+        expected = dec(g, s, tokens).log_softmax(-1)
+        state = dec.init_state(g, s)
+        for t in range(tokens.size(1) - 1):
+            log_probs, state = dec.step(tokens[:, t], state, s)
+            torch.testing.assert_close(log_probs, expected[:, t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_beam_of_one_is_greedy(kind: str) -> None:
+    for seed in range(3):
+        dec = make_decoder(kind, seed=seed).eval()
+        g, s = features(5, seed=seed + 10)
+        assert torch.equal(beam_search(dec, g, s, beam_size=1, max_len=7), greedy_decode(dec, g, s, max_len=7))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_beam_scores_at_least_greedy(kind: str) -> None:
+    # Not a theorem (the greedy path can drop out of the beam), so allow a rare loss per image, never on the total.
+    beam_lp, greedy_lp = [], []
+    for seed in range(3):
+        dec = make_decoder(kind, seed=seed).eval()
+        g, s = features(8, seed=seed + 20)
+        beam_lp.append(sequence_logprob(dec, g, s, beam_search(dec, g, s, beam_size=3, max_len=8)))
+        greedy_lp.append(sequence_logprob(dec, g, s, greedy_decode(dec, g, s, max_len=8)))
+    beam, greedy = torch.cat(beam_lp), torch.cat(greedy_lp)
+    assert beam.sum() >= greedy.sum() and (beam < greedy - 1e-5).sum() <= 2
+
+
+@pytest.mark.parametrize("kind", ["gru-init_state", "lstm-first_step", "attention"])
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_wide_beam_is_exhaustive_search(kind: str, length_penalty: float) -> None:
+    """With more beams than prefixes, beam search must return the best caption of all (by the same score)."""
+    dec = make_decoder(kind).eval()
+    g, s = features(2)
+    max_len, words = 3, list(range(EOS, V))
+    candidates = [[EOS]] + [[w, EOS] for w in words[1:]]
+    candidates += [[a, b, c] for a, b in itertools.product(words[1:], repeat=2) for c in words]
+    for i in range(2):
+        out = torch.tensor([c + [PAD] * (max_len - len(c)) for c in candidates])
+        n = len(candidates)
+        logp = sequence_logprob(dec, g[i].expand(n, -1), s[i].expand(n, -1, -1), out)
+        lengths = (out != PAD).sum(1)
+        score = logp / ((5 + lengths) / 6) ** length_penalty if length_penalty > 0 else logp
+        best = out[score.argmax()]
+        found = beam_search(dec, g[i : i + 1], s[i : i + 1], 100, max_len, length_penalty=length_penalty)
+        assert found[0].tolist() == best[: found.size(1)].tolist() and (best[found.size(1) :] == PAD).all()
+
+
+def _well_formed(out: Tensor, max_len: int) -> None:
+    assert out.dtype == torch.long and out.size(1) <= max_len and not (out == BOS).any()
+    for row in out.tolist():
+        cut = row.index(EOS) + 1 if EOS in row else len(row)
+        assert PAD not in row[:cut] and all(x == PAD for x in row[cut:])
+
+
+@pytest.mark.parametrize("kind", ["lstm-init_state", "gru-first_step", "attention"])
+def test_max_len_respected(kind: str) -> None:
+    dec = make_decoder(kind).eval()
+    g, s = features(4)
+    for out in (
+        greedy_decode(dec, g, s, max_len=5),
+        beam_search(dec, g, s, beam_size=3, max_len=5),
+        beam_search(dec, g, s, beam_size=4, max_len=5, length_penalty=1.0),
+    ):
+        _well_formed(out, 5)
+    with torch.no_grad():
+        dec.fc.bias[EOS] = -1e4  # never ends: every caption runs to max_len
+    assert greedy_decode(dec, g, s, max_len=5).shape == (4, 5)
+    out = beam_search(dec, g, s, beam_size=3, max_len=5, length_penalty=0.6)
+    assert out.shape == (4, 5) and not (out == PAD).any()
+
+
+@pytest.mark.parametrize("kind", ["lstm-init_state", "gru-first_step", "rnn-init_state", "attention"])
+def test_overfits_three_captions(kind: str) -> None:
+    dec = make_decoder(kind, num_layers=1, dropout=0.0).train()
+    g, s = features(3, seed=5)
+    tokens = torch.tensor([[BOS, 4, 5, 6, EOS, PAD], [BOS, 7, 8, EOS, PAD, PAD], [BOS, 9, 4, 10, 11, EOS]])
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
+    for _ in range(200):
+        logits, aux = dec.forward_with_aux(g, s, tokens)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD) + 0.01 * aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    dec.eval()
+    assert torch.equal(greedy_decode(dec, g, s, max_len=10), tokens[:, 1:])
+    assert torch.equal(beam_search(dec, g, s, beam_size=3, max_len=10), tokens[:, 1:])

@@ -1,0 +1,95 @@
+"""Networks and how they are initialised: local weights, head replacement, freezing, wrong-model errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import alexnet as tv_alexnet, resnet18 as tv_resnet18
+
+from tincap.models import build_network
+from tincap.models.alexnet import AlexNet
+from tincap.models.cnn import CNN
+from tincap.models.resnet import ResNet
+
+CNN_CFG = {"_target_": "tincap.models.cnn.CNN", "name": "cnn", "widths": [8, 16, 32, 64]}
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_networks_accept_small_images(size: int) -> None:
+    for net in (CNN(5, widths=(8, 16, 32, 64)), ResNet(5, depth=18), AlexNet(5)):
+        net.eval()
+        assert net(torch.randn(2, 3, size, size)).shape == (2, 5)
+        assert net.forward_features(torch.randn(1, 3, size, size)).ndim == 4
+
+
+def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    for name, ref in (("resnet", tv_resnet18(num_classes=1000)), ("alexnet", tv_alexnet(num_classes=1000))):
+        path = tmp_path / f"{name}.pth"
+        torch.save(ref.state_dict(), path)
+        target = {"resnet": "tincap.models.resnet.ResNet", "alexnet": "tincap.models.alexnet.AlexNet"}[name]
+        net = build_network({"_target_": target, "name": name, "weights_path": str(path)}, num_classes=10)
+        own = net.state_dict()
+        ref_sd = ref.state_dict()
+        head = "fc.weight" if name == "resnet" else "classifier.6.weight"
+        assert own[head].shape[0] == 10  # new head for 10 classes
+        copied = [k for k in ref_sd if own[k].shape == ref_sd[k].shape and torch.equal(own[k], ref_sd[k])]
+        assert len(copied) >= len(ref_sd) - 3  # all but head (and the replaced small-input stem)
+
+
+def test_tincap_checkpoint_into_new_class_count_and_freeze(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    src = build_network(CNN_CFG, num_classes=30)
+    ckpt = {"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()},
+            "hyper_parameters": {"model_cfg": CNN_CFG}}
+    path = tmp_path / "tin30.ckpt"
+    torch.save(ckpt, path)
+    net = build_network({**CNN_CFG, "weights_path": str(path), "freeze_backbone": True}, num_classes=10)
+    assert torch.equal(net.features[0][0].weight, src.features[0][0].weight)
+    assert net.head.out_features == 10
+    trainable = [n for n, p in net.named_parameters() if p.requires_grad]
+    assert trainable == ["head.weight", "head.bias"]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
+    src = build_network(CNN_CFG, num_classes=30)
+    path = tmp_path / "cnn.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()},
+                "hyper_parameters": {"model_cfg": CNN_CFG}}, path)
+    with pytest.raises(ValueError, match=r"cnn.ckpt is a checkpoint of model 'cnn', but this run builds model 'resnet'"):
+        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet", "weights_path": str(path)}, 10)
+    torch.save(src.state_dict(), tmp_path / "bare.pth")  # no hparams: the shapes tell
+    with pytest.raises(ValueError, match=r"bare.pth does not fit this network"):
+        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet",
+                       "weights_path": str(tmp_path / "bare.pth")}, 10)
+    wide = {**CNN_CFG, "widths": [16, 32, 64, 128], "weights_path": str(path)}
+    with pytest.raises(ValueError, match=r"has shape .* this network expects"):
+        build_network(wide, 10)
+
+
+def test_missing_or_garbage_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope.pth not found"):
+        build_network({**CNN_CFG, "weights_path": str(tmp_path / "nope.pth")}, 3)
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"junk.pth is not a readable torch checkpoint"):
+        build_network({**CNN_CFG, "weights_path": str(tmp_path / "junk.pth")}, 3)
+
+
+def test_unknown_model_name_is_clear() -> None:
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="tincap.models.vgg"):
+        build_network({"_target_": "tincap.models.vgg.VGG", "name": "vgg"}, 3)
+
+
+def test_download_weights_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.models import ResNet18_Weights
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(ResNet18_Weights.DEFAULT.__class__, "get_state_dict", offline)
+    with pytest.raises(RuntimeError, match=r"could not download torchvision weights resnet18/DEFAULT.*weights_path"):
+        ResNet(10, weights="DEFAULT")
