@@ -95,13 +95,15 @@ ComposeFn = Callable[..., DictConfig]
 def compose_train(tmp_path: Path, cache_dir: Path) -> ComposeFn:
     """Compose conf/train.yaml like `python train.py <overrides>`, with outputs under tmp_path."""
 
+    runs = iter(range(1000))
+
     def make(*overrides: str, config_name: str = "train") -> DictConfig:
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.output_dir = str(tmp_path / f"run{next(runs)}")
             cfg.paths.log_dir = str(tmp_path / "logs")
             cfg.paths.cache_dir = str(cache_dir)
             cfg.paths.root_dir = str(REPO)

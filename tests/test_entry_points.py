@@ -87,7 +87,7 @@ def test_unknown_model_name(tmp_path: Path) -> None:
 
 
 def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path: Path) -> None:
-    args = [sys.executable, str(REPO / "train.py"), "debug=fdr", "data.n_per_class=2", f"paths.log_dir={tmp_path}",
+    args = [sys.executable, str(REPO / "train.py"), "debug=fdr", "data.n_per_class=4", f"paths.log_dir={tmp_path}",
             f"paths.cache_dir={tmp_path / 'cache'}"]
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:

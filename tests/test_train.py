@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -45,6 +46,11 @@ def short_shapes_run(compose_train, seed: int) -> dict:
     assert on_disk["val/acc"] == pytest.approx(metrics["val/acc"])
     for name in ("confusion_matrix.png", "roc.png", "per_class.csv", "checkpoints/last.ckpt"):
         assert Path(cfg.paths.output_dir, name).is_file(), name
+    rows = list(csv.DictReader(Path(cfg.paths.output_dir, "per_class.csv").open()))
+    f1 = [float(r["f1"]) for r in rows]
+    assert all(int(r["support"]) > 0 for r in rows)  # stratified: every class is in validation
+    assert metrics["val/f1"] == pytest.approx(sum(f1) / len(f1), abs=1e-4)
+    assert metrics["val/acc"] <= metrics["val/acc_top5"]
     return {k: v for k, v in metrics.items() if k.startswith(("val/", "test/", "train/loss", "train/acc"))}
 
 

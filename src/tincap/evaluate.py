@@ -85,6 +85,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
+    from tincap.train import quiet_known_warnings
+
+    quiet_known_warnings()
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics = evaluate(cfg)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))

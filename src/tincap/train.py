@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,10 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
         else:
             flat[prefix] = str(node)
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    for key in cfg:
+        if key != "hydra":
+            value = cfg[key]
+            walk(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value, str(key))
     return flat
 
 
@@ -134,8 +138,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, objects
 
 
+def quiet_known_warnings() -> None:
+    """Silence library warnings that say nothing actionable to a user (one-class batches, Lightning internals)."""
+    warnings.filterwarnings("ignore", message=".*No positive samples in targets.*")
+    warnings.filterwarnings("ignore", message=".*No negative samples in targets.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
 def run(cfg: DictConfig) -> float | None:
     """Hydra entry point body: print the config, train, print where the outputs are, return the swept metric."""
+    quiet_known_warnings()
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics, objects = train(cfg)
     if objects["trainer"].is_global_zero:

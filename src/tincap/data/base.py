@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
-    """Images held as one uint8 array; `__getitems__` builds and augments a whole batch at once."""
+    """Images held as one uint8 NCHW array; `__getitems__` builds and augments a whole batch at once."""
 
     def __init__(
         self,
@@ -31,7 +31,7 @@ class ArrayDataset(Dataset):
         ids: list[str] | None = None,
         mix: BatchMix | None = None,
     ) -> None:
-        self.images = images
+        self.images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # NHWC (as decoded) -> NCHW, once
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
         self.transform = transform
         self.ids = ids
@@ -42,7 +42,7 @@ class ArrayDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        x = self.transform(torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2))
+        x = self.transform(torch.from_numpy(self.images[idx]))
         y = self.targets[idx] if self.targets is not None else torch.full((len(idx),), -1, dtype=torch.long)
         if self.mix is not None:
             x, y = self.mix(x, y)
@@ -68,6 +68,8 @@ def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[n
         members = np.flatnonzero(labels == c)
         members = members[rng.permutation(len(members))]
         n_val = int(round(len(members) * val_ratio))
+        if val_ratio > 0 and len(members) > 1:
+            n_val = min(len(members) - 1, max(1, n_val))  # every class in both parts when it can be
         val.append(members[:n_val])
         train.append(members[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
@@ -149,6 +151,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.std = tuple(std)
         self.pin_memory = pin_memory
         self.splits: dict[str, Split] = {}
+        self._datasets: dict[tuple[str, bool], ArrayDataset] = {}
         self._class_names: list[str] | None = None
 
     # -- what subclasses provide -------------------------------------------------------
@@ -215,8 +218,11 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup()
         if split not in self.splits:
             raise KeyError(f"{self.name} at {self.root} has no '{split}' split (has {sorted(self.splits)})")
-        s = self.splits[split]
-        return ArrayDataset(s.images, s.targets, self.transform(train), s.ids, self._mix() if train else None)
+        if (split, train) not in self._datasets:
+            s = self.splits[split]
+            self._datasets[split, train] = ArrayDataset(s.images, s.targets, self.transform(train), s.ids,
+                                                        self._mix() if train else None)
+        return self._datasets[split, train]
 
     def has_labels(self, split: str) -> bool:
         self.setup()

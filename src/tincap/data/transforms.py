@@ -14,23 +14,23 @@ _GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
 def random_crop(x: Tensor, padding: int) -> Tensor:
-    """Pad by `padding` (zeros) and take one random same-size crop per image, as torchvision's RandomCrop."""
+    """Shift each image by up to `padding` px, zero-filling the border: torchvision's padded RandomCrop, batched."""
     if padding <= 0:
         return x
     n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    oy = torch.randint(0, 2 * padding + 1, (n, 1))
-    ox = torch.randint(0, 2 * padding + 1, (n, 1))
-    rows = (oy + torch.arange(h)).view(n, 1, h, 1)
-    cols = (ox + torch.arange(w)).view(n, 1, 1, w)
-    batch = torch.arange(n).view(n, 1, 1, 1)
-    chans = torch.arange(x.shape[1]).view(1, -1, 1, 1)
-    return padded[batch, chans, rows, cols]
+    out = torch.zeros_like(x)
+    shifts = torch.randint(-padding, padding + 1, (n, 2)).tolist()
+    for i, (dy, dx) in enumerate(shifts):
+        y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+        out[i, :, y0:y1, x0:x1] = x[i, :, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+    return out
 
 
 def random_flip(x: Tensor, p: float = 0.5) -> Tensor:
-    flip = torch.rand(x.shape[0]) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    flip = (torch.rand(x.shape[0]) < p).nonzero().squeeze(1)
+    x = x.clone()
+    x[flip] = x[flip].flip(-1)
+    return x
 
 
 def color_jitter(x: Tensor, strength: float) -> Tensor:
@@ -49,7 +49,10 @@ def color_jitter(x: Tensor, strength: float) -> Tensor:
 
 
 class BatchTransform:
-    """uint8 (N,3,H,W) -> normalised float batch, with the configured augmentations when training."""
+    """uint8 (N,3,H,W) -> normalised float batch, with the configured augmentations when training.
+
+    Fastest on contiguous NCHW input (per-channel broadcasting on channels-last memory is ~10x slower on CPU).
+    """
 
     def __init__(
         self,
@@ -68,6 +71,8 @@ class BatchTransform:
         self.trivial = v2.TrivialAugmentWide() if trivial_augment else None
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.scale = 1 / (255 * self.std)  # (x/255 - mean)/std as one multiply and one subtract
+        self.shift = self.mean / self.std
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.train:
@@ -76,10 +81,9 @@ class BatchTransform:
             x = random_crop(x, self.crop_padding)
             if self.flip:
                 x = random_flip(x)
-        out = x.float().div_(255)
         if self.train and self.color_jitter > 0:
-            out = color_jitter(out, self.color_jitter)
-        return out.sub_(self.mean).div_(self.std)
+            return color_jitter(x.float().div_(255), self.color_jitter).sub_(self.mean).div_(self.std)
+        return x.contiguous().float().mul_(self.scale).sub_(self.shift)
 
     def denormalize(self, x: Tensor) -> Tensor:
         """Back to [0, 1] pixels, for figures and Grad-CAM overlays."""

@@ -248,7 +248,8 @@ def per_class_rows(
 ) -> list[dict]:
     """Per-class support/precision/recall/F1 (and one-vs-rest AUROC when scores are given) for tables.
 
-    Undefined ratios (no predictions / no support) are NaN, not 0, so they are not mistaken for failures.
+    Undefined precision/recall (no predictions / no support) are NaN; F1 is NaN only for a class that is
+    neither present nor predicted, and 0 for one that is present or predicted but never right.
     """
     counts = _check_cm(cm, class_names)
     auroc: list[float] | None = None
@@ -267,8 +268,10 @@ def per_class_rows(
         predicted = counts[:, c].sum()
         precision = _safe_div(tp, predicted)
         recall = _safe_div(tp, support)
-        if math.isnan(precision) or math.isnan(recall):
+        if support == 0 and predicted == 0:
             f1 = float("nan")
+        elif tp == 0:
+            f1 = 0.0  # present or predicted but never right: a failure, as torchmetrics' macro F1 counts it
         else:
             f1 = _safe_div(2 * precision * recall, precision + recall) if precision + recall > 0 else 0.0
         row: dict[str, Any] = {

@@ -26,7 +26,9 @@ def eval_metrics(num_classes: int) -> MetricCollection:
             "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
             "f1": MulticlassF1Score(num_classes, average="macro"),
             "auroc": MulticlassAUROC(num_classes, average="macro"),
-        }
+        },
+        # shared-state groups would merge top-5 accuracy with F1 (same state shapes, different top_k)
+        compute_groups=False,
     )
 
 
