@@ -47,6 +47,11 @@ def cifar10_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def coco_root() -> Path:
+    return require_dataset("coco_mini")
+
+
+@pytest.fixture(scope="session")
 def imagenette_root() -> Path:
     return require_dataset("imagenette")
 

@@ -101,7 +101,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
     metrics.update(val)
     figures = {}
-    if trainer.is_global_zero and task.results.get("val") is not None and len(task.results["val"]["targets"]):
+    val_result = getattr(task, "results", {}).get("val") or {}
+    if trainer.is_global_zero and "confusion" in val_result and len(val_result["targets"]):
         figures = write_classification_files(run_dir, task.results["val"], task.class_names)
     if cfg.get("test"):
         if datamodule.has_labels("test"):

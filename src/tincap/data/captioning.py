@@ -1,0 +1,186 @@
+"""Caption datasets (Kaggle captions.txt, Flickr8k token file, COCO json, or the generated shapes) as a datamodule."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from tincap.data.base import keep_batch
+from tincap.data.cache import cached_decode
+from tincap.data.captions import read_captions, records_by_split, split_by_image
+from tincap.data.shapes import generate_shapes
+from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
+from tincap.data.vocab import Vocabulary, tokenize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptionSplit:
+    """One split: pixels of each image and all of its reference captions."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    names: list[str]
+    captions: list[list[str]]
+
+
+class CaptionPairs(Dataset):
+    """Training items: one (image, caption) pair each, batched with `__getitems__` and padded to the longest."""
+
+    def __init__(self, split: CaptionSplit, vocab: Vocabulary, max_len: int, transform: BatchTransform) -> None:
+        self.images = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))
+        self.pairs = [(i, vocab.encode(c, max_len)) for i, caps in enumerate(split.captions) for c in caps]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        items = [self.pairs[i] for i in indices]
+        x = self.transform(torch.from_numpy(self.images[np.asarray([i for i, _ in items])]))
+        tokens = torch.zeros(len(items), max(len(t) for _, t in items), dtype=torch.long)
+        for row, (_, ids) in enumerate(items):
+            tokens[row, : len(ids)] = torch.tensor(ids)
+        return x, tokens
+
+
+class CaptionImages(Dataset):
+    """Evaluation items: one per image; the index finds the image's references in the datamodule."""
+
+    def __init__(self, split: CaptionSplit, transform: BatchTransform) -> None:
+        self.images = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        return self.transform(torch.from_numpy(self.images[idx])), torch.from_numpy(idx)
+
+
+class CaptionData(L.LightningDataModule):
+    """Images + captions split by image; the vocabulary comes from the training captions only."""
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        shapes_per_class: int | None = None,
+        shapes_seed: int = 0,
+        image_size: int = 64,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        min_freq: int = 3,
+        max_len: int = 20,
+        split_seed: int = 0,
+        cache_dir: str | Path | None = None,
+        augment: dict | None = None,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        vocab: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if root is None and shapes_per_class is None:
+            raise ValueError("CaptionData needs data.root=<folder with images/ and captions> or data.shapes_per_class")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.shapes_per_class, self.shapes_seed = shapes_per_class, shapes_seed
+        self.image_size = image_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.min_freq, self.max_len = min_freq, max_len
+        self.split_seed = split_seed
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
+        self.augment = dict(augment or {})
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.fixed_vocab = Vocabulary.from_state_dict(vocab) if vocab else None  # a checkpoint's, never rebuilt
+        self.splits: dict[str, CaptionSplit] = {}
+        self.vocab: Vocabulary | None = None
+
+    @property
+    def name(self) -> str:
+        return "shapes" if self.root is None else self.root.name
+
+    def _from_shapes(self) -> dict[str, CaptionSplit]:
+        data = generate_shapes(self.shapes_per_class, self.shapes_seed, self.image_size)
+        names = [f"shape_{i:05d}" for i in range(len(data.images))]
+        rng = np.random.default_rng(self.split_seed)
+        order = rng.permutation(len(names))
+        n_test = n_val = max(1, len(names) // 10)
+        parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        return {k: CaptionSplit(data.images[np.sort(v)], [names[i] for i in np.sort(v)],
+                                [data.captions[i] for i in np.sort(v)]) for k, v in parts.items()}
+
+    def _from_folder(self) -> dict[str, CaptionSplit]:
+        records = read_captions(self.root)
+        grouped = records_by_split(records, split_by_image(records, self.root, seed=self.split_seed))
+        where = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
+        splits = {}
+        for split, recs in grouped.items():
+            by_image: dict[str, list[str]] = {}
+            for r in recs:
+                by_image.setdefault(r.image, []).append(r.caption)
+            names = sorted(by_image)
+            files = [self.root / "images" / n for n in names]
+            cache = self.cache_dir / f"captions-{self.name}-{split}-{self.image_size}-{where}.h5" if self.cache_dir else None
+            decoded = cached_decode(files, cache, self.image_size)
+            kept = [names[i] for i in decoded.kept]
+            splits[split] = CaptionSplit(decoded.images, kept, [by_image[n] for n in kept])
+        return splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.splits = self._from_shapes() if self.root is None else self._from_folder()
+        train_caps = [c for caps in self.splits["train"].captions for c in caps]
+        self.vocab = self.fixed_vocab or Vocabulary.build(train_caps, self.min_freq)
+        log.info("%s: %s images, vocabulary %d words", self.name,
+                 {k: len(v.names) for k, v in self.splits.items()}, len(self.vocab))
+
+    def references(self, split: str) -> list[list[list[str]]]:
+        """Tokenised reference captions of each image of a split, in dataset order."""
+        self.setup()
+        return [[tokenize(c) for c in caps] for caps in self.splits[split].captions]
+
+    def _transform(self, train: bool) -> BatchTransform:
+        aug = {k: v for k, v in self.augment.items() if k in ("crop_padding", "flip", "color_jitter")}
+        return BatchTransform(train=train, mean=self.mean, std=self.std, **(aug if train else {}))
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        pairs = CaptionPairs(self.splits["train"], self.vocab, self.max_len, self._transform(True))
+        return DataLoader(pairs, batch_size=self.batch_size, shuffle=True, drop_last=len(pairs) > self.batch_size,
+                          num_workers=self.num_workers, collate_fn=keep_batch)
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        self.setup()
+        return DataLoader(CaptionImages(self.splits[split], self._transform(False)), batch_size=self.eval_batch_size,
+                          num_workers=self.num_workers, collate_fn=keep_batch)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def has_labels(self, split: str) -> bool:
+        self.setup()
+        return split in self.splits and len(self.splits[split].names) > 0
+
+    @property
+    def num_classes(self) -> int:
+        return 1  # the encoder backbone's classification head is unused
+
+    def describe(self) -> dict[str, Any]:
+        self.setup()
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
+                "dataset": self.name, "vocab": self.vocab.state_dict(), "max_len": self.max_len}

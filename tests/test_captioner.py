@@ -1,0 +1,45 @@
+"""The captioner end to end (issue 3 work in progress): every decoder trains one batch and is scored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tincap.tasks.captioner import Captioner
+from tincap.train import train
+
+DECODERS = {
+    "rnn": ["task.decoder.cell=rnn"],
+    "gru": ["task.decoder.cell=gru", "task.decoder.image_input=first_step"],
+    "lstm": [],
+    "attention": ["task.decoder._target_=tincap.models.decoders.AttentionDecoder", "~task.decoder.cell",
+                  "~task.decoder.num_layers", "~task.decoder.image_input", "+task.decoder.attention_dim=32"],
+}
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_fast_dev_run_each_decoder(compose_train, decoder: str) -> None:
+    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=4", "model.widths=[8,16,32,64]",
+                        "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
+                        *DECODERS[decoder])
+    metrics, objects = train(cfg)
+    for key in ("val/bleu4", "val/cider", "val/cosine", "test/bleu1", "test/bleu4", "test/cider"):
+        low = -1 if "cosine" in key else 0  # a cosine of averaged embeddings can be negative
+        assert key in metrics and low <= metrics[key] <= (10 if "cider" in key else 1), key
+    task: Captioner = objects["task"]
+    captions = task.captions(torch.zeros(2, 3, 64, 64), beam_size=2)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+
+
+def test_coco_folder_trains_one_batch(compose_train, coco_root: Path) -> None:
+    root = coco_root
+    cfg = compose_train("experiment=shapes_caption", "data=captions", f"data.root={root}", "data.image_size=64",
+                        "debug=fdr", "model.widths=[8,16,32,64]", "task.decoder.hidden_dim=32", "data.min_freq=1")
+    metrics, objects = train(cfg)
+    dm = objects["datamodule"]
+    sizes = {k: len(v.names) for k, v in dm.splits.items()}
+    assert sum(sizes.values()) == 80 and min(sizes.values()) > 0
+    assert "test/bleu4" in metrics
+    assert len(dm.vocab) > 4 and Path(cfg.paths.output_dir, "metrics.json").is_file()
