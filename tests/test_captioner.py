@@ -11,11 +11,10 @@ from tincap.tasks.captioner import Captioner
 from tincap.train import train
 
 DECODERS = {
-    "rnn": ["task.decoder.cell=rnn"],
-    "gru": ["task.decoder.cell=gru", "task.decoder.image_input=first_step"],
-    "lstm": [],
-    "attention": ["task.decoder._target_=tincap.models.decoders.AttentionDecoder", "~task.decoder.cell",
-                  "~task.decoder.num_layers", "~task.decoder.image_input", "+task.decoder.attention_dim=32"],
+    "rnn": ["task/decoder=rnn"],
+    "gru": ["task/decoder=gru", "task.decoder.image_input=first_step"],
+    "lstm": ["task/decoder=lstm"],
+    "attention": ["task/decoder=attention", "task.decoder.attention_dim=32"],
 }
 
 
