@@ -15,6 +15,7 @@ from tincap.data.vocab import Vocabulary
 from tincap.evaluation.caption_metrics import cider_d, corpus_bleu, embedding_lookup, mean_cosine
 from tincap.models.caption_encoder import CaptionEncoder
 from tincap.models.decoding import beam_search, greedy_decode
+from tincap.tasks.schedules import optimizer_config
 
 
 class Captioner(L.LightningModule):
@@ -115,11 +116,7 @@ class Captioner(L.LightningModule):
         if backbone:
             groups.append({"params": backbone, "lr": base * self.hparams.encoder_lr_scale})
         optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+        return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
 
 
 def _decoder_dims(decoder: dict[str, Any], embed_dim: int, feature_dim: int) -> dict[str, int]:

@@ -18,6 +18,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from tincap.tasks.schedules import optimizer_config
+
 
 def eval_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(
@@ -137,11 +139,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.net, self.hparams.weight_decay_norm_bias))
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+        return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
 
 
 def load_classifier(ckpt_path: str | Path) -> Classifier:

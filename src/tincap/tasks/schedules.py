@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
+import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau, StepLR
+
+def optimizer_config(trainer: L.Trainer, optimizer: Optimizer, scheduler: Callable[..., dict[str, Any]] | None) -> Any:
+    """What configure_optimizers returns: the optimizer, with the schedule sized to this trainer's run."""
+    if scheduler is None:
+        return optimizer
+    total = int(trainer.estimated_stepping_batches)
+    per_epoch = max(1, total // max(1, trainer.max_epochs or 1))
+    return {"optimizer": optimizer, "lr_scheduler": scheduler(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+
 
 # Every factory takes (optimizer, *, total_steps, steps_per_epoch) and returns Lightning's scheduler dict.
 
