@@ -42,3 +42,19 @@ def test_coco_folder_trains_one_batch(compose_train, coco_root: Path) -> None:
     assert sum(sizes.values()) == 80 and min(sizes.values()) > 0
     assert "test/bleu4" in metrics
     assert len(dm.vocab) > 4 and Path(cfg.paths.output_dir, "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("model", ["resnet", "alexnet"])
+def test_other_backbones_encode(compose_train, model: str) -> None:
+    cfg = compose_train("data=shapes_caption", "task=captioner", "debug=fdr", "data.shapes_per_class=4", f"model={model}",
+                        "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
+                        "task/decoder=lstm")
+    metrics, objects = train(cfg)
+    assert "test/bleu4" in metrics and objects["task"].encoder.feature_dim == objects["task"].net.feature_dim
+
+
+def test_mlp_cannot_encode_for_captions(compose_train) -> None:
+    cfg = compose_train("data=shapes_caption", "task=captioner", "debug=fdr", "data.shapes_per_class=4", "model=mlp",
+                        "task/decoder=lstm")
+    with pytest.raises(ValueError, match=r"MLP gives features of shape .* caption encoder must be convolutional"):
+        train(cfg)

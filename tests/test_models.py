@@ -73,7 +73,7 @@ def test_missing_or_garbage_weights_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope.pth not found"):
         build_network({**CNN_CFG, "weights_path": str(tmp_path / "nope.pth")}, 3)
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ValueError, match=r"junk.pth is not a readable torch checkpoint"):
+    with pytest.raises(ValueError, match=r"junk.pth is not a readable torch file .*expected a tincap .ckpt or a torch state-dict .pth"):
         build_network({**CNN_CFG, "weights_path": str(tmp_path / "junk.pth")}, 3)
 
 

@@ -1,10 +1,13 @@
-"""Callbacks tincap adds to Lightning's: training throughput and wall time, which the cross-run report compares."""
+"""Callbacks tincap adds to Lightning's: throughput and wall time for the cross-run report, per-epoch reseeding for resume."""
 
 from __future__ import annotations
 
+import random
 import time
 
 import lightning as L
+import numpy as np
+import torch
 
 
 class Throughput(L.Callback):
@@ -44,3 +47,17 @@ class Throughput(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.wall_s = time.perf_counter() - self.fit_start
+
+
+class ReseedEachEpoch(L.Callback):
+    """Seed all RNGs from (seed, epoch, rank) as each training epoch starts, so augmentation, dropout and MixUp of a
+    resumed run repeat those of an uninterrupted one exactly (the batch order comes from the sampler's epoch)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed = int(np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)

@@ -10,28 +10,49 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, open_dict
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tincap.checkpoint_io import AtomicCheckpointIO
-from tincap.evaluation.classification import write_classification_files
 from tincap.evaluation.submission import read_id_category_csv, write_submission
-from tincap.rundir import closing_line, print_config_tree, write_metrics
-from tincap.tasks.classifier import Classifier, load_classifier
+from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings, write_metrics
+from tincap.tasks import load_task
+from tincap.tasks.captioner import Captioner
 
 log = logging.getLogger(__name__)
 
 
-def datamodule_for(cfg: DictConfig, task: Classifier) -> L.LightningDataModule:
-    """The user's data config, preprocessed exactly as the checkpoint was trained (size, mean, std)."""
-    if not cfg.get("data"):
-        raise ValueError("eval.py needs a dataset: add data=tin30 (or cifar10, imagefolder, shapes) and data.root=...")
+def data_config(cfg: DictConfig, task: L.LightningModule) -> DictConfig:
+    """The user's `data=` choice, else the checkpoint's own data config with the user's `data.*` values on top."""
+    user = cfg.get("data") or {}
+    if "_target_" in user:
+        return user
+    saved = (task.hparams.data_info or {}).get("data_cfg")
+    if not saved:
+        raise ValueError(f"{cfg.ckpt_path} does not record its dataset; add data=tin30 (or cifar10, imagefolder, "
+                         "shapes, captions) and data.root=...")
+    given = {k: v for k, v in OmegaConf.to_container(user, resolve=True).items() if v is not None}
+    return OmegaConf.merge(OmegaConf.create(saved), given)
+
+
+def datamodule_for(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataModule:
+    """The dataset, preprocessed exactly as the checkpoint was trained (size, mean, std; a captioner's vocabulary)."""
     info = task.hparams.data_info
-    with open_dict(cfg):
-        cfg.data.image_size = info["image_size"]
-        cfg.data.mean = info["mean"]
-        cfg.data.std = info["std"]
-    dm = hydra.utils.instantiate(cfg.data)
-    if dm.class_names != list(info["class_names"]):
+    data_cfg = data_config(cfg, task)
+    captioner = isinstance(task, Captioner)
+    with open_dict(data_cfg):
+        data_cfg.image_size = info["image_size"]
+        data_cfg.mean = info["mean"]
+        data_cfg.std = info["std"]
+        if captioner:
+            data_cfg.vocab = info["vocab"]
+            data_cfg.max_len = info["max_len"]
+    dm = hydra.utils.instantiate(data_cfg)
+    if captioner != hasattr(dm, "references"):
+        kind = "captioner" if captioner else "classifier"
+        raise ValueError(f"{cfg.ckpt_path} is a {kind} checkpoint but data is {data_cfg._target_}; "
+                         f"choose a {'caption' if captioner else 'classification'} dataset")
+    if not captioner and dm.class_names != list(info["class_names"]):
         raise ValueError(
             f"{cfg.ckpt_path} was trained on {len(info['class_names'])} classes {info['class_names'][:3]}..., "
             f"but {dm.root} has {dm.num_classes} classes {dm.class_names[:3]}...; evaluate on the same label set"
@@ -58,7 +79,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     ckpt = Path(cfg.ckpt_path).expanduser()
-    task = load_classifier(ckpt)
+    task = load_task(ckpt)
+    if cfg.get("beam") is not None and isinstance(task, Captioner):
+        task.hparams.beam_size = int(cfg.beam)
     dm = datamodule_for(cfg, task)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], plugins=[AtomicCheckpointIO()]
@@ -72,7 +95,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         (metrics,) = trainer.validate(task, datamodule=dm, verbose=False)
     metrics = {k: float(v) for k, v in metrics.items()}
     if trainer.is_global_zero:
-        write_classification_files(out_dir, task.results[split], task.class_names)
+        metrics.update(task.write_outputs(out_dir, split, dm)[0])
     if "test" in dm.splits and not dm.has_labels("test"):
         probs = torch.cat(trainer.predict(task, dataloaders=dm.predict_dataloader()))
         ids = dm.splits["test"].ids
@@ -80,15 +103,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("labels_csv"):
             metrics.update(score_against_key(ids, probs, cfg.labels_csv))
     metrics["split"] = split
-    write_metrics(out_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:  # under DDP every process gets the synced metrics; one writes them
+        write_metrics(out_dir / "metrics.json", metrics)
     return metrics
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    from tincap.train import quiet_known_warnings
-
     quiet_known_warnings()
-    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # DDP children re-run this script; only rank 0 prints and saves the config
+        print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics = evaluate(cfg)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     print(shown)

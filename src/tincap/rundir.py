@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,12 @@ def closing_line(run_dir: Path, best_ckpt: str | None, tb_dir: Path | None) -> s
     if tb_dir is not None:
         parts.append(f"TensorBoard: tensorboard --logdir {tb_dir}")
     return " | ".join(parts)
+
+
+def quiet_known_warnings() -> None:
+    """Silence library warnings that say nothing actionable to a user (one-class batches, Lightning internals)."""
+    warnings.filterwarnings("ignore", message=".*No positive samples in targets.*")
+    warnings.filterwarnings("ignore", message=".*No negative samples in targets.*")
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")  # a frozen encoder

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,15 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from tincap.callbacks import Throughput
+from tincap.callbacks import ReseedEachEpoch, Throughput
 from tincap.checkpoint_io import AtomicCheckpointIO
-from tincap.evaluation.classification import write_classification_files
 from tincap.evaluation.submission import write_submission
 from tincap.models import build_network
-from tincap.rundir import closing_line, print_config_tree, write_metrics
+from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,32 @@ def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.Lightnin
         optimizer=hydra.utils.instantiate(cfg.optimizer),
         scheduler=scheduler,
         model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
-        data_info=datamodule.describe(),
+        data_info={**datamodule.describe(), "data_cfg": OmegaConf.to_container(cfg.data, resolve=True)},
         _recursive_=False,
     )
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The `last.ckpt` that `resume=<run_dir>` continues from (None for a fresh run)."""
     if not cfg.get("resume"):
         return None
+    if Path(cfg.resume).resolve() != Path(cfg.paths.output_dir).resolve():
+        raise RuntimeError(f"resume={cfg.resume} but the run writes to {cfg.paths.output_dir}: the ResumeInPlace "
+                           "Hydra callback of conf/train.yaml (hydra.callbacks.resume) did not run")
     ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"resume={cfg.resume}: {ckpt} not found; expected a run directory with checkpoints/last.ckpt")
     return str(ckpt)
+
+
+def fitted_epochs(trainer: L.Trainer) -> int:
+    """Epochs fitted. Under ddp_spawn the loops ran in the spawned processes, so their count comes from last.ckpt."""
+    ckpt = trainer.checkpoint_callback
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and ckpt is not None:
+        last = Path(ckpt.dirpath) / "last.ckpt"
+        if last.is_file():
+            return int(torch.load(last, map_location="cpu", mmap=True, weights_only=False)["epoch"]) + 1
+    return trainer.current_epoch
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -87,7 +101,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     task = build_task(cfg, datamodule)
-    callbacks = instantiate_all(cfg.get("callbacks"))
+    callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed)]
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
 
@@ -100,14 +114,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics: dict[str, Any] = {}
     (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
     metrics.update(val)
-    figures = {}
-    val_result = getattr(task, "results", {}).get("val") or {}
-    if trainer.is_global_zero and "confusion" in val_result and len(val_result["targets"]):
-        figures = write_classification_files(run_dir, task.results["val"], task.class_names)
+    figures: dict[str, Any] = {}
+    if trainer.is_global_zero:
+        figures = task.write_outputs(run_dir, "val", datamodule)[1]
     if cfg.get("test"):
         if datamodule.has_labels("test"):
             (test,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
             metrics.update(test)
+            if trainer.is_global_zero and "test" in task.output_stages:
+                metrics.update(task.write_outputs(run_dir, "test", datamodule)[0])
         elif "test" in datamodule.splits:
             probs = torch.cat(trainer.predict(task, datamodule=datamodule, ckpt_path=best, weights_only=False))
             ids = datamodule.splits["test"].ids
@@ -117,7 +132,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     throughput = next((c for c in callbacks if isinstance(c, Throughput)), None)
     metrics.update(
         {
-            "epochs": trainer.current_epoch,
+            "epochs": fitted_epochs(trainer),
             "fit_s": round(fit_s, 2),
             "params": sum(p.numel() for p in task.net.parameters()),
             "train/img_per_s": round(throughput.img_per_s, 1) if throughput else None,
@@ -139,18 +154,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, objects
 
 
-def quiet_known_warnings() -> None:
-    """Silence library warnings that say nothing actionable to a user (one-class batches, Lightning internals)."""
-    warnings.filterwarnings("ignore", message=".*No positive samples in targets.*")
-    warnings.filterwarnings("ignore", message=".*No negative samples in targets.*")
-    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
 def run(cfg: DictConfig) -> float | None:
     """Hydra entry point body: print the config, train, print where the outputs are, return the swept metric."""
     quiet_known_warnings()
-    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:  # DDP children re-run this script; only rank 0 prints and saves the config
+        print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     metrics, objects = train(cfg)
     if objects["trainer"].is_global_zero:
         print(closing_line(Path(cfg.paths.output_dir), objects["best_ckpt"], objects["tb_dir"]), flush=True)

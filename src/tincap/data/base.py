@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tincap.data.cache import cached_decode, is_image_file
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchMix, BatchTransform
@@ -51,6 +54,17 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = self.__getitems__([index])
         return x[0], y[0]
+
+
+def epoch_sampler(dataset: Dataset, train: bool, seed: int) -> DistributedSampler | None:
+    """Training: an order drawn from (seed, epoch) alone (Lightning calls `set_epoch`), not from the global RNG, so a
+    resumed run sees the batches an uninterrupted one would. Evaluation under DDP: disjoint shares without the
+    padding repeats of Lightning's default sampler, which synced metrics would count twice."""
+    distributed = dist.is_available() and dist.is_initialized()
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+    if train:
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    return UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False) if world > 1 else None
 
 
 def keep_batch(batch: Any) -> Any:
@@ -229,10 +243,13 @@ class ClassificationDataModule(L.LightningDataModule):
         return split in self.splits and self.splits[split].targets is not None and len(self.splits[split].images) > 0
 
     def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.dataset(split, train)
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's seed (seed_everything), as Lightning's samplers use
         return DataLoader(
-            self.dataset(split, train),
+            dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=epoch_sampler(dataset, train, seed),
+            generator=torch.Generator().manual_seed(seed),  # so creating an iterator draws nothing from the global RNG
             drop_last=train and len(self.splits[split].images) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

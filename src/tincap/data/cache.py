@@ -12,6 +12,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 from PIL import Image
 
 from tincap.atomic import atomic_path
@@ -138,3 +139,36 @@ def cached_decode(
     write_cache(cache_path, key, decoded)
     log.info("cached %d images in %s", len(decoded.images), cache_path)
     return decoded
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """Identify a network by its exact weights and buffers, so features cached from it go stale when it changes."""
+    digest = hashlib.sha256(type(module).__name__.encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_array(path: Path | None, key: str, build: Callable[[], np.ndarray], name: str = "array") -> np.ndarray:
+    """One array computed once and kept in HDF5 under `key` (e.g. an encoder's features); rebuilt when the key differs."""
+    if path is None:
+        return build()
+    path = Path(path)
+    if path.exists():
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("fingerprint") == key and f.attrs.get("complete", False):
+                    log.info("reusing cached %s %s", name, path)
+                    return f[name][...]
+            log.info("cache %s is stale; rebuilding", path)
+        except (OSError, KeyError, ValueError) as exc:
+            log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
+    array = build()
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(name, data=array, chunks=True)
+            f.attrs["fingerprint"] = key
+            f.attrs["complete"] = True
+    log.info("cached %s %s in %s", name, array.shape, path)
+    return array

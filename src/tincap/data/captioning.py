@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from tincap.data.base import keep_batch
-from tincap.data.cache import cached_decode
+from tincap.data.base import epoch_sampler, keep_batch
+from tincap.data.cache import cached_array, cached_decode
 from tincap.data.captions import read_captions, records_by_split, split_by_image
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
@@ -33,12 +35,20 @@ class CaptionSplit:
     captions: list[list[str]]
 
 
+def pad_tokens(sequences: list[list[int]], length: int | None = None) -> Tensor:
+    """Right-pad token id lists with <pad> (0) into one (N, T) tensor."""
+    out = torch.zeros(len(sequences), length or max(map(len, sequences)), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        out[row, : len(ids)] = torch.tensor(ids)
+    return out
+
+
 class CaptionPairs(Dataset):
     """Training items: one (image, caption) pair each, batched with `__getitems__` and padded to the longest."""
 
-    def __init__(self, split: CaptionSplit, vocab: Vocabulary, max_len: int, transform: BatchTransform) -> None:
-        self.images = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))
-        self.pairs = [(i, vocab.encode(c, max_len)) for i, caps in enumerate(split.captions) for c in caps]
+    def __init__(self, inputs: np.ndarray, captions: list[list[list[int]]], transform: Callable[[Tensor], Tensor]) -> None:
+        self.inputs = inputs
+        self.pairs = [(i, ids) for i, caps in enumerate(captions) for ids in caps]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -46,26 +56,44 @@ class CaptionPairs(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         items = [self.pairs[i] for i in indices]
-        x = self.transform(torch.from_numpy(self.images[np.asarray([i for i, _ in items])]))
-        tokens = torch.zeros(len(items), max(len(t) for _, t in items), dtype=torch.long)
-        for row, (_, ids) in enumerate(items):
-            tokens[row, : len(ids)] = torch.tensor(ids)
-        return x, tokens
+        x = self.transform(torch.from_numpy(self.inputs[np.asarray([i for i, _ in items])]))
+        return x, pad_tokens([ids for _, ids in items])
+
+
+class CaptionGroups(Dataset):
+    """Training items: one image with all its captions (tokens (N, K, T)), so the encoder runs once for K captions."""
+
+    def __init__(self, inputs: np.ndarray, captions: list[list[list[int]]], transform: Callable[[Tensor], Tensor]) -> None:
+        self.inputs, self.captions, self.transform = inputs, captions, transform
+        self.per_image = max(map(len, captions))
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = np.asarray(indices, dtype=np.int64)
+        length = max(len(ids) for i in indices for ids in self.captions[i])
+        tokens = torch.stack([pad_tokens(self.captions[i] + [[]] * (self.per_image - len(self.captions[i])), length)
+                              for i in indices])
+        return self.transform(torch.from_numpy(self.inputs[idx])), tokens
 
 
 class CaptionImages(Dataset):
     """Evaluation items: one per image; the index finds the image's references in the datamodule."""
 
-    def __init__(self, split: CaptionSplit, transform: BatchTransform) -> None:
-        self.images = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2))
-        self.transform = transform
+    def __init__(self, inputs: np.ndarray, transform: Callable[[Tensor], Tensor]) -> None:
+        self.inputs, self.transform = inputs, transform
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.inputs)
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        return self.transform(torch.from_numpy(self.images[idx])), torch.from_numpy(idx)
+        return self.transform(torch.from_numpy(self.inputs[idx])), torch.from_numpy(idx)
+
+
+def _to_float(x: Tensor) -> Tensor:
+    return x.float()
 
 
 class CaptionData(L.LightningDataModule):
@@ -88,6 +116,7 @@ class CaptionData(L.LightningDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         vocab: dict[str, Any] | None = None,
+        group_captions: bool = False,
     ) -> None:
         super().__init__()
         if root is None and shapes_per_class is None:
@@ -103,7 +132,10 @@ class CaptionData(L.LightningDataModule):
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
         self.fixed_vocab = Vocabulary.from_state_dict(vocab) if vocab else None  # a checkpoint's, never rebuilt
+        self.group_captions = group_captions
         self.splits: dict[str, CaptionSplit] = {}
+        self.inputs: dict[str, np.ndarray] = {}  # per split: NCHW uint8 pixels, or a frozen encoder's features
+        self.features_from: str | None = None
         self.vocab: Vocabulary | None = None
 
     @property
@@ -141,6 +173,7 @@ class CaptionData(L.LightningDataModule):
         if self.splits:
             return
         self.splits = self._from_shapes() if self.root is None else self._from_folder()
+        self.inputs = {k: np.ascontiguousarray(v.images.transpose(0, 3, 1, 2)) for k, v in self.splits.items()}
         train_caps = [c for caps in self.splits["train"].captions for c in caps]
         self.vocab = self.fixed_vocab or Vocabulary.build(train_caps, self.min_freq)
         log.info("%s: %s images, vocabulary %d words", self.name,
@@ -151,19 +184,53 @@ class CaptionData(L.LightningDataModule):
         self.setup()
         return [[tokenize(c) for c in caps] for caps in self.splits[split].captions]
 
-    def _transform(self, train: bool) -> BatchTransform:
+    def use_encoder(self, encode: Callable[[Tensor], Tensor], digest: str, batch_size: int = 256) -> None:
+        """Feed a frozen encoder's feature maps instead of pixels, computed once per split and cached by its weights."""
+        self.setup()
+        if self.features_from == digest:
+            return
+        encode_norm = BatchTransform(train=False, mean=self.mean, std=self.std)
+        for split, pixels in self.inputs.items():
+            images = self.splits[split].images
+            key = hashlib.sha256(f"{digest}|{self.mean}|{self.std}".encode() + images.tobytes()).hexdigest()
+            path = None
+            if self.cache_dir is not None:
+                path = self.cache_dir / f"features-{self.name}-{split}-{self.image_size}-{digest[:16]}.h5"
+
+            def build(pixels: np.ndarray = pixels) -> np.ndarray:
+                with torch.inference_mode():
+                    chunks = [encode(encode_norm(torch.from_numpy(pixels[i : i + batch_size]))).float().half()
+                              for i in range(0, len(pixels), batch_size)]
+                return torch.cat(chunks).numpy()
+
+            self.inputs[split] = cached_array(path, key, build, name="features")
+        self.features_from = digest
+        if any(self.augment.get(k) for k in ("crop_padding", "flip", "color_jitter")):
+            log.info("frozen encoder features are cached once, so image augmentation (%s) is off", self.augment)
+
+    def _transform(self, train: bool) -> Callable[[Tensor], Tensor]:
+        if self.features_from is not None:
+            return _to_float
         aug = {k: v for k, v in self.augment.items() if k in ("crop_padding", "flip", "color_jitter")}
         return BatchTransform(train=train, mean=self.mean, std=self.std, **(aug if train else {}))
 
+    def encoded_captions(self, split: str) -> list[list[list[int]]]:
+        """Token ids of every caption of every image of a split (cut to max_len)."""
+        self.setup()
+        return [[self.vocab.encode(c, self.max_len) for c in caps] for caps in self.splits[split].captions]
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        pairs = CaptionPairs(self.splits["train"], self.vocab, self.max_len, self._transform(True))
-        return DataLoader(pairs, batch_size=self.batch_size, shuffle=True, drop_last=len(pairs) > self.batch_size,
+        kind = CaptionGroups if self.group_captions else CaptionPairs
+        data = kind(self.inputs["train"], self.encoded_captions("train"), self._transform(True))
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return DataLoader(data, batch_size=self.batch_size, sampler=epoch_sampler(data, True, seed),
+                          generator=torch.Generator().manual_seed(seed), drop_last=len(data) > self.batch_size,
                           num_workers=self.num_workers, collate_fn=keep_batch)
 
     def eval_dataloader(self, split: str) -> DataLoader:
         self.setup()
-        return DataLoader(CaptionImages(self.splits[split], self._transform(False)), batch_size=self.eval_batch_size,
+        return DataLoader(CaptionImages(self.inputs[split], self._transform(False)), batch_size=self.eval_batch_size,
                           num_workers=self.num_workers, collate_fn=keep_batch)
 
     def val_dataloader(self) -> DataLoader:

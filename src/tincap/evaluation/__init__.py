@@ -1,1 +1,1 @@
-"""Figures, per-class tables, submissions and (later) caption metrics, reports and Grad-CAM."""
+"""Figures, per-class tables, submissions, caption metrics, cross-run reports and Grad-CAM."""

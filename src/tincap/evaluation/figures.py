@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
-from tincap.atomic import atomic_path, atomic_write_text
+from tincap.atomic import atomic_write_text
+from tincap.evaluation.canvas import image_grid, new_figure, save_figure
 
 __all__ = [
+    "caption_grid_figure",
     "confusion_matrix_figure",
     "per_class_rows",
     "roc_auc_summary",
@@ -33,13 +35,6 @@ __all__ = [
 
 _ANNOTATE_MAX_CLASSES = 15
 _ROC_LEGEND_MAX_CLASSES = 10
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """Create a pyplot-free figure bound to an Agg canvas (thread/process safe)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _check_cm(cm: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
@@ -92,7 +87,7 @@ def confusion_matrix_figure(cm: np.ndarray, class_names: Sequence[str], normaliz
         vmax = max(float(values.max()), 1.0)
 
     side = float(np.clip(2.5 + 0.32 * n, 4.5, 16.0))
-    fig = _new_figure(side + 1.0, side)
+    fig = new_figure(side + 1.0, side)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest", aspect="equal")
     cbar = fig.colorbar(im, ax=ax, shrink=0.85, aspect=30)
@@ -194,7 +189,7 @@ def roc_figure(probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str
     summary = roc_auc_summary(probs, targets)
     curves = _roc_curves(probs, targets)
 
-    fig = _new_figure(7.5 if n <= _ROC_LEGEND_MAX_CLASSES else 6.5, 6.0)
+    fig = new_figure(7.5 if n <= _ROC_LEGEND_MAX_CLASSES else 6.5, 6.0)
     ax = fig.add_subplot(1, 1, 1)
     colors = colormaps["tab10" if n <= 10 else "turbo"](np.linspace(0, 1, n) if n > 10 else np.arange(n))
     show_per_class = n <= _ROC_LEGEND_MAX_CLASSES
@@ -225,14 +220,6 @@ def roc_figure(probs: np.ndarray, targets: np.ndarray, class_names: Sequence[str
 
 
 # --------------------------------------------------------------------------- saving / tables
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> None:
-    """Render to a temp file and rename, so a crashed/killed job never leaves a truncated image."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -303,3 +290,13 @@ def write_per_class_csv(path: str | Path, rows: list[dict]) -> None:
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buf.getvalue())
+
+
+def caption_grid_figure(images: np.ndarray, generated: Sequence[str], references: Sequence[str], cols: int = 4) -> Figure:
+    """Images (N, H, W, 3) uint8 titled with the generated caption (bold) over a reference caption."""
+    fig, axes = image_grid(images, cols, (3.2, 3.6))
+    for i, ax in enumerate(axes):
+        ax.set_title(f"{textwrap.fill(generated[i], 38)}\n", fontsize=7, fontweight="bold", loc="left")
+        ax.text(0, -0.02, textwrap.fill(references[i], 42), transform=ax.transAxes, fontsize=6, va="top",
+                color="dimgray")
+    return fig

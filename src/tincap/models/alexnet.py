@@ -30,4 +30,5 @@ class AlexNet(TorchvisionAlexNet):
 
     @property
     def cam_layer(self) -> nn.Module:
-        return self.features[10]
+        # conv5's ReLU, not conv5: the in-place ReLU would overwrite the conv output Grad-CAM's hook keeps
+        return self.features[11]

@@ -26,6 +26,11 @@ def _ban(log_probs: Tensor, ids: tuple[int, ...]) -> Tensor:
     return log_probs.index_fill(-1, torch.tensor(ids, device=log_probs.device), float("-inf"))
 
 
+def _banned(pad_id: int, bos_id: int, unk_id: int | None) -> tuple[int, ...]:
+    """Tokens a caption may never contain: padding, a second <bos>, and (when given) <unk>, which matches no reference."""
+    return (pad_id, bos_id) if unk_id is None else (pad_id, bos_id, unk_id)
+
+
 @torch.no_grad()
 def greedy_decode(
     decoder: StepDecoder,
@@ -35,8 +40,10 @@ def greedy_decode(
     bos_id: int = 1,
     eos_id: int = 2,
     pad_id: int = 0,
+    unk_id: int | None = None,
 ) -> Tensor:
     """The most likely next token at each step, until every caption has produced `<eos>` or max_len tokens."""
+    banned = _banned(pad_id, bos_id, unk_id)
     n = global_feat.size(0)
     state = decoder.init_state(global_feat, spatial_feat)
     prev = torch.full((n,), bos_id, dtype=torch.long, device=global_feat.device)
@@ -44,7 +51,7 @@ def greedy_decode(
     out = [prev.new_empty((n, 0))]
     for _ in range(max_len):
         log_probs, state = decoder.step(prev, state, spatial_feat)
-        prev = _ban(log_probs, (pad_id, bos_id)).argmax(-1)
+        prev = _ban(log_probs, banned).argmax(-1)
         out.append(prev.masked_fill(finished, pad_id).unsqueeze(1))
         finished |= prev == eos_id
         if bool(finished.all()):
@@ -68,6 +75,7 @@ def beam_search(
     bos_id: int = 1,
     eos_id: int = 2,
     pad_id: int = 0,
+    unk_id: int | None = None,
 ) -> Tensor:
     """Best caption per image; the N x beam_size hypotheses advance as one batch of N * beam_size rows.
 
@@ -76,6 +84,7 @@ def beam_search(
     once no live hypothesis can still beat its best finished one (log-probs are <= 0, so a live score can only fall;
     with a length penalty it is bounded by its current sum normalised at max_len).
     """
+    banned = _banned(pad_id, bos_id, unk_id)
     n, k = global_feat.size(0), beam_size
     device = global_feat.device
     rows = torch.arange(n, device=device)
@@ -93,7 +102,7 @@ def beam_search(
     is_top_k = torch.arange(2 * k, device=device) < k
     for t in range(max_len):
         log_probs, state = decoder.step(prev, state, spatial)
-        log_probs = _ban(log_probs, (pad_id, bos_id)).view(n, k, -1)
+        log_probs = _ban(log_probs, banned).view(n, k, -1)
         width = min(2 * k, log_probs.size(-1))
         cand_lp, cand_tok = log_probs.topk(width, dim=-1)
         # a stable sort keeps each beam's extensions in log-prob order on exact ties (after rounding), so that

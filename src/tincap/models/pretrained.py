@@ -29,15 +29,29 @@ def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
+def _load(path: Path, expected: str) -> Any:
+    """torch.load with errors that name the file and what it should have been."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; expected {expected}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable torch file ({exc}); expected {expected}") from exc
+
+
+def read_hparams(path: str | Path) -> dict[str, Any]:
+    """The hyper-parameters saved in a tincap (Lightning) checkpoint, with errors that name the file."""
+    path = Path(path).expanduser()
+    obj = _load(path, "a .ckpt written by python train.py")
+    if not isinstance(obj, dict) or "hyper_parameters" not in obj:
+        raise ValueError(f"{path} is not a tincap checkpoint (no hyper_parameters inside); expected a train.py .ckpt")
+    return dict(obj["hyper_parameters"])
+
+
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """A network state dict and the hyper-parameters it came with (empty for a bare torchvision .pth)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} not found; expected a tincap .ckpt or a torch state-dict .pth")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable torch checkpoint or state dict: {exc}") from exc
+    obj = _load(path, "a tincap .ckpt or a torch state-dict .pth")
     if isinstance(obj, dict) and "state_dict" in obj:
         hparams = dict(obj.get("hyper_parameters", {}))
         state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}

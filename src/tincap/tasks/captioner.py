@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from tincap.data.cache import state_digest
 from tincap.data.vocab import Vocabulary
-from tincap.evaluation.caption_metrics import cider_d, corpus_bleu, embedding_lookup, mean_cosine
+from tincap.evaluation.caption_metrics import (
+    best_blind_caption,
+    cider_d,
+    corpus_bleu,
+    embedding_lookup,
+    mean_cosine,
+    nearest_neighbour_captions,
+)
+from tincap.atomic import atomic_write_csv
+from tincap.evaluation.figures import caption_grid_figure
 from tincap.models.caption_encoder import CaptionEncoder
 from tincap.models.decoding import beam_search, greedy_decode
+from tincap.models.pretrained import read_hparams
 from tincap.tasks.schedules import optimizer_config
+
+
+log = logging.getLogger(__name__)
 
 
 class Captioner(L.LightningModule):
@@ -32,7 +49,7 @@ class Captioner(L.LightningModule):
         encoder_lr_scale: float = 0.1,
         beam_size: int = 3,
         length_penalty: float = 0.0,
-        grad_clip: float = 5.0,
+        suppress_unk: bool = True,
         model_cfg: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -48,13 +65,28 @@ class Captioner(L.LightningModule):
         self._hyps: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.results: dict[str, dict[str, Any]] = {}
 
+    output_stages = ("val", "test")
+
     @property
     def net(self) -> nn.Module:
         return self.encoder.backbone
 
+    def setup(self, stage: str) -> None:
+        """With a frozen encoder, ask the datamodule for its cached feature maps instead of pixels."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if self.encoder.freeze and dm is not None and hasattr(dm, "use_encoder"):
+            dm.use_encoder(self.encoder.feature_map, state_digest(self.encoder.backbone))
+            self.encoder.precomputed = True
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, tokens = batch
         global_feat, spatial = self.encoder(x)
+        if tokens.dim() == 3:  # (N, K, T): all K captions of each image share one encoder pass
+            keep = tokens.flatten(0, 1)[:, 0] != self.vocab.pad_id
+            k = tokens.shape[1]
+            global_feat = global_feat.repeat_interleave(k, 0)[keep]
+            spatial = spatial.repeat_interleave(k, 0)[keep]
+            tokens = tokens.flatten(0, 1)[keep]
         logits, aux = self.decoder.forward_with_aux(global_feat, spatial, tokens)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
@@ -63,9 +95,11 @@ class Captioner(L.LightningModule):
     def generate(self, x: Tensor, beam_size: int = 1) -> Tensor:
         """Token ids (N, <= max_len) of the best caption per image: greedy for beam 1, else beam search."""
         global_feat, spatial = self.encoder(x)
+        unk = self.vocab.unk_id if self.hparams.get("suppress_unk", True) else None
         if beam_size <= 1:
-            return greedy_decode(self.decoder, global_feat, spatial, self.max_len)
-        return beam_search(self.decoder, global_feat, spatial, beam_size, self.max_len, self.hparams.length_penalty)
+            return greedy_decode(self.decoder, global_feat, spatial, self.max_len, unk_id=unk)
+        return beam_search(self.decoder, global_feat, spatial, beam_size, self.max_len, self.hparams.length_penalty,
+                           unk_id=unk)
 
     def captions(self, x: Tensor, beam_size: int = 1) -> list[str]:
         return [self.vocab.decode(row.tolist()) for row in self.generate(x, beam_size)]
@@ -104,9 +138,54 @@ class Captioner(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val")
+        result = self.results.get("val")
+        tb = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if result is None or tb is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        n = min(8, len(result["index"]))
+        split = self.trainer.datamodule.splits["val"]
+        shown = result["index"][:n]
+        fig = caption_grid_figure(split.images[shown], [" ".join(h) for h in result["hypotheses"][:n]],
+                                  [split.captions[i][0] for i in shown])
+        tb.experiment.add_figure("val/captions", fig, global_step=self.global_step)
 
     def on_test_epoch_end(self) -> None:
         self._finish("test")
+
+    @torch.inference_mode()
+    def image_features(self, loader: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+        """The backbone's average-pooled feature of every image a loader yields, in order (the nearest baseline's space)."""
+        was_training = self.training
+        self.eval()
+        pooled = [self.encoder(x.to(self.device))[1].mean(1).float().cpu() for x, _ in loader]
+        self.train(was_training)
+        return torch.cat(pooled)
+
+    def baseline_scores(self, datamodule: Any, split: str) -> dict[str, float]:
+        """BLEU-4 and CIDEr-D of the blind and nearest-neighbour baselines on `split`, built from the train split."""
+        train_refs = datamodule.references("train")
+        refs = datamodule.references(split)
+        blind, _ = best_blind_caption([c for caps in train_refs for c in caps], train_refs, candidates=None)
+        nearest = nearest_neighbour_captions(
+            self.image_features(datamodule.eval_dataloader("train")), train_refs,
+            self.image_features(datamodule.eval_dataloader(split)),
+        )
+        scores = {}
+        for name, hyps in (("blind", [blind] * len(refs)), ("nearest", nearest)):
+            scores[f"{split}/baseline_{name}_bleu4"] = corpus_bleu(hyps, refs)["bleu4"]
+            scores[f"{split}/baseline_{name}_cider"] = cider_d(hyps, refs)[0]
+        log.info("%s blind caption: %r", split, " ".join(blind))
+        return scores
+
+    def write_outputs(self, out_dir: Path, stage: str, datamodule: Any) -> tuple[dict[str, float], dict[str, Any]]:
+        """captions_<stage>.csv (image, generated, first reference); on test also the baselines' scores."""
+        result = self.results.get(stage)
+        if not result:
+            return {}, {}
+        split = datamodule.splits[stage]
+        rows = [[split.names[i], " ".join(h), split.captions[i][0]] for i, h in zip(result["index"], result["hypotheses"])]
+        atomic_write_csv(Path(out_dir) / f"captions_{stage}.csv", ["image", "generated", "reference"], rows)
+        return (self.baseline_scores(datamodule, stage) if stage == "test" else {}), {}
 
     def configure_optimizers(self) -> Any:
         base = self.optimizer_factory.keywords.get("lr", 1e-3) if hasattr(self.optimizer_factory, "keywords") else 1e-3
@@ -117,6 +196,18 @@ class Captioner(L.LightningModule):
             groups.append({"params": backbone, "lr": base * self.hparams.encoder_lr_scale})
         optimizer = self.optimizer_factory(groups)
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
+
+
+def load_captioner(ckpt_path: str | Path) -> Captioner:
+    """Rebuild a trained captioner from its checkpoint alone: network config, decoder and vocabulary are inside."""
+    from tincap.models import build_network
+
+    hparams = read_hparams(ckpt_path)
+    if "vocab" not in (hparams.get("data_info") or {}) or "decoder" not in hparams:
+        raise ValueError(f"{ckpt_path} is not a tincap captioner checkpoint (no decoder / vocabulary inside)")
+    model_cfg = {k: v for k, v in hparams["model_cfg"].items() if k not in ("weights_path", "freeze_backbone")}
+    net = build_network(model_cfg, 1)
+    return Captioner.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)
 
 
 def _decoder_dims(decoder: dict[str, Any], embed_dim: int, feature_dim: int) -> dict[str, int]:

@@ -18,6 +18,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from tincap.evaluation.classification import write_classification_files
 from tincap.tasks.schedules import optimizer_config
 
 
@@ -136,6 +137,15 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, _ = batch
         return self(x).float().softmax(1)
+
+    output_stages = ("val",)
+
+    def write_outputs(self, out_dir: Path, stage: str, datamodule: Any) -> tuple[dict[str, float], dict[str, Any]]:
+        """confusion_matrix.png, roc.png and per_class.csv of an evaluated stage; the figures go to TensorBoard."""
+        result = self.results.get(stage) or {}
+        if "confusion" not in result or not len(result["targets"]):
+            return {}, {}
+        return {}, write_classification_files(out_dir, result, self.class_names)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(param_groups(self.net, self.hparams.weight_decay_norm_bias))

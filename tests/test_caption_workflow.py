@@ -1,0 +1,262 @@
+"""A captioner as a user meets it: train.py, eval.py and caption.py in fresh processes, the frozen-feature cache,
+caption grouping, and the datamodule's handling of bad folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scripts import closing, run
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tincap.caption import caption_files, list_images
+from tincap.data.cache import state_digest
+from tincap.data.captioning import CaptionData
+from tincap.data.transforms import BatchTransform
+from tincap.models.cnn import CNN
+from tincap.models.decoding import beam_search, greedy_decode
+from tincap.tasks.captioner import Captioner, load_captioner
+from tincap.train import build_task
+
+CAPTION_KEYS = ["test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/cider", "test/cosine",
+                "test/baseline_blind_bleu4", "test/baseline_blind_cider",
+                "test/baseline_nearest_bleu4", "test/baseline_nearest_cider"]
+TINY = ["model.widths=[8,16,32,64]", "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
+        "data.min_freq=1", "data.image_size=32", "trainer.precision=32"]
+
+
+def link_caption_folder(src: Path, dst: Path) -> Path:
+    """A private copy of a caption folder: symlinked images, copied captions file."""
+    (dst / "images").mkdir(parents=True)
+    for f in sorted((src / "images").iterdir()):
+        (dst / "images" / f.name).symlink_to(f)
+    shutil.copy(src / "captions.txt", dst / "captions.txt")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def coco_run(coco_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real epoch of an attention captioner on COCO-mini, trained by `python train.py` in its own process."""
+    base = tmp_path_factory.mktemp("coco_run")
+    data = link_caption_folder(coco_root, base / "coco")
+    proc = run("train.py", "experiment=shapes_caption", "data=captions", f"data.root={data}", *TINY,
+               "trainer.max_epochs=2", "data.batch_size=16", f"paths.log_dir={base / 'logs'}",
+               f"paths.cache_dir={base / 'cache'}")
+    found = closing(proc)
+    return {"base": base, "data": data, "run_dir": Path(found["Run dir"]), "ckpt": Path(found["best checkpoint"])}
+
+
+def test_training_writes_scores_baselines_captions_and_grid(coco_run: dict) -> None:
+    run_dir = coco_run["run_dir"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in CAPTION_KEYS:
+        assert key in metrics and np.isfinite(metrics[key]), key
+    assert 0 <= metrics["test/baseline_blind_bleu4"] <= 1 and metrics["test/baseline_blind_cider"] >= 0
+    with open(run_dir / "captions_test.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and all(r["generated"] and r["reference"] for r in rows)  # 10% of 80 images
+    image_tags = set()
+    for events in (run_dir / "tensorboard").rglob("events.out.tfevents*"):  # one file per trainer stage
+        acc = EventAccumulator(str(events), size_guidance={"images": 0})
+        acc.Reload()
+        image_tags.update(acc.Tags()["images"])
+    assert "val/captions" in image_tags
+
+
+def test_eval_takes_dataset_and_vocabulary_from_the_checkpoint(coco_run: dict) -> None:
+    """`eval.py ckpt_path=... data.root=...` alone; a min_freq that would rebuild another vocabulary changes nothing."""
+    trained = json.loads((coco_run["run_dir"] / "metrics.json").read_text())
+    proc = run("eval.py", f"ckpt_path={coco_run['ckpt']}", f"data.root={coco_run['data']}", "trainer.precision=32",
+               "+data.min_freq=50", f"paths.log_dir={coco_run['base'] / 'eval_logs'}",
+               f"paths.cache_dir={coco_run['base'] / 'cache'}")
+    metrics = json.loads((Path(closing(proc)["Run dir"]) / "metrics.json").read_text())
+    assert metrics["split"] == "test"
+    for key in CAPTION_KEYS:
+        assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
+    proc = run("eval.py", f"ckpt_path={coco_run['ckpt']}", f"data.root={coco_run['data']}", "trainer.precision=32",
+               "beam=1", f"paths.log_dir={coco_run['base'] / 'eval_logs'}", f"paths.cache_dir={coco_run['base'] / 'cache'}")
+    with open(Path(closing(proc)["Run dir"]) / "captions_test.csv", newline="") as fh:
+        written = [r["generated"] for r in csv.DictReader(fh)]
+    task = load_captioner(coco_run["ckpt"]).eval()
+    info = task.hparams.data_info
+    dm = CaptionData(root=coco_run["data"], image_size=info["image_size"], vocab=info["vocab"], max_len=info["max_len"])
+    with torch.inference_mode():
+        greedy = [c for x, _ in dm.eval_dataloader("test") for c in task.captions(x, beam_size=1)]
+    assert written == greedy
+
+
+def test_caption_py_needs_only_the_checkpoint(coco_run: dict, tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    images.mkdir()
+    for f in sorted((coco_run["data"] / "images").iterdir())[:3]:
+        shutil.copy(f.resolve(), images / f.name)
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    ckpt = shutil.copy(coco_run["ckpt"], tmp_path / "model.ckpt")
+    hidden = coco_run["data"].with_name("coco_hidden")
+    coco_run["data"].rename(hidden)  # the training folder is gone while caption.py runs
+    try:
+        proc = run("caption.py", f"ckpt_path={ckpt}", f"images={images}", "--beam", "2",
+                   f"paths.log_dir={tmp_path / 'logs'}", f"out={tmp_path / 'captions.csv'}", cwd=tmp_path,
+                   env_extra={"TINCAP_SHARED_DATA": str(tmp_path / "none"), "TINCAP_CACHE": str(tmp_path / "c")})
+    finally:
+        hidden.rename(coco_run["data"])
+    printed = [line.split("\t") for line in proc.stdout.splitlines() if "\t" in line]
+    assert "broken.jpg" in proc.stderr and "unreadable" in proc.stderr
+    with open(tmp_path / "captions.csv", newline="") as fh:
+        rows = [(r["image"], r["caption"]) for r in csv.DictReader(fh)]
+    task = load_captioner(ckpt)
+    expected = [(p.name, c) for p, c in caption_files(task, list_images(images), beam=2)]
+    assert [tuple(p) for p in printed] == rows == expected
+    assert [name for name, _ in rows] == sorted(f.name for f in images.iterdir() if f.name != "broken.jpg")
+
+
+def test_caption_py_bad_inputs(coco_run: dict, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"images=.*nowhere: no such file or folder"):
+        list_images(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: the folder holds no"):
+        list_images(tmp_path / "empty")
+    classifier_like = tmp_path / "not_a_captioner.ckpt"
+    torch.save({"hyper_parameters": {"model_cfg": {"name": "cnn"}, "data_info": {"class_names": ["a"]}}},
+               classifier_like)
+    with pytest.raises(ValueError, match=r"not_a_captioner\.ckpt is not a tincap captioner checkpoint"):
+        load_captioner(classifier_like)
+
+
+# ---------------------------------------------------------------- frozen-encoder feature cache
+
+
+def _shapes_data(cache: Path, **kw) -> CaptionData:
+    dm = CaptionData(shapes_per_class=2, image_size=32, batch_size=8, cache_dir=cache, **kw)
+    dm.setup()
+    return dm
+
+
+def test_feature_cache_is_computed_once_per_encoder(tmp_path: Path) -> None:
+    net = CNN(num_classes=1, widths=(8, 16)).eval()
+    calls = []
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return net.forward_features(x)
+
+    digest = state_digest(net)
+    first = _shapes_data(tmp_path)
+    first.use_encoder(encode, digest)
+    encoded = sum(calls)
+    assert encoded == sum(len(v.names) for v in first.splits.values())
+    assert len(list(tmp_path.glob("features-*.h5"))) == 3
+    first_features = dict(first.inputs)
+    second = _shapes_data(tmp_path)
+    second.use_encoder(encode, digest)
+    assert sum(calls) == encoded  # read back, not recomputed
+    norm = BatchTransform(train=False, mean=second.mean, std=second.std)
+    direct = net.forward_features(norm(torch.from_numpy(second.splits["val"].images).permute(0, 3, 1, 2)))
+    assert torch.allclose(torch.from_numpy(second.inputs["val"]).float(), direct, atol=1e-2, rtol=1e-2)
+    assert np.array_equal(first_features["train"], second.inputs["train"])
+
+    with torch.no_grad():
+        net.features[0][0].weight.add_(0.1)  # other weights: the cache is stale and rebuilt
+    third = _shapes_data(tmp_path)
+    third.use_encoder(encode, state_digest(net))
+    assert sum(calls) == 2 * encoded
+    x, tokens = next(iter(third.train_dataloader()))
+    assert x.dtype == torch.float32 and x.shape[1:] == (16, 8, 8) and tokens.dim() == 2
+
+
+def test_frozen_encoder_trains_the_decoder_on_cached_features(compose_train) -> None:
+    from tincap.train import train
+
+    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
+                        "task.freeze_encoder=true")
+    metrics, objects = train(cfg)
+    task: Captioner = objects["task"]
+    dm = objects["datamodule"]
+    assert task.encoder.precomputed and dm.features_from == state_digest(task.encoder.backbone)
+    assert dm.inputs["train"].shape[1] == 64 and "test/bleu4" in metrics
+    assert not any(p.requires_grad for p in task.encoder.backbone.parameters())
+
+
+# ---------------------------------------------------------------- grouping and decoding
+
+
+def test_grouped_captions_give_the_same_loss_as_pairs(compose_train) -> None:
+    """All K captions of an image in one step equal K (image, caption) pairs: the encoder just runs once."""
+    cfg = compose_train("experiment=shapes_caption", "data.shapes_per_class=2", *TINY[:4],
+                        "task/decoder=lstm", "task.decoder.dropout=0")
+    grouped = _shapes_data(None, group_captions=True)
+    torch.manual_seed(0)
+    task = build_task(cfg, grouped)
+    x, tokens = grouped.train_dataloader().dataset.__getitems__(list(range(6)))
+    n, k, _ = tokens.shape
+    assert k == 5 and (tokens[:, :, 0] == grouped.vocab.bos_id).all()
+    pairs_x = x.repeat_interleave(k, 0)
+    pairs_tokens = tokens.flatten(0, 1)
+    task.train()
+    loss_grouped = task.training_step((x, tokens), 0)
+    loss_pairs = task.training_step((pairs_x, pairs_tokens), 0)
+    assert torch.allclose(loss_grouped, loss_pairs, atol=1e-5)
+    for i in range(n):
+        for j, caption in enumerate(grouped.splits["train"].captions[i]):
+            ids = grouped.vocab.encode(caption, grouped.max_len)
+            assert tokens[i, j, : len(ids)].tolist() == ids and not tokens[i, j, len(ids):].any()
+
+
+class _LovesUnk(torch.nn.Module):
+    """A decoder whose favourite word is <unk> (id 3), then 'a' (4), then <eos>."""
+
+    def init_state(self, global_feat, spatial_feat):
+        return torch.zeros(1, len(global_feat), 1)
+
+    def step(self, prev, state, spatial):
+        logits = torch.tensor([-9.0, -9.0, -2.0, 0.0, -1.0]).repeat(len(prev), 1)
+        logits[:, 2] += state[0, :, 0]
+        return logits.log_softmax(-1), state + 3
+
+    def reorder_state(self, state, index):
+        return state.index_select(1, index)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_unk_is_never_generated_when_suppressed(beam: int) -> None:
+    feats = torch.zeros(2, 4)
+    decode = (lambda **kw: greedy_decode(_LovesUnk(), feats, feats, 6, **kw)) if beam == 1 else (
+        lambda **kw: beam_search(_LovesUnk(), feats, feats, beam, 6, **kw))
+    assert (decode() == 3).any()
+    out = decode(unk_id=3)
+    assert not (out == 3).any() and (out == 4).any()
+
+
+# ---------------------------------------------------------------- bad folders through the datamodule
+
+
+def test_unreadable_image_is_skipped_with_its_captions(coco_root: Path, tmp_path: Path) -> None:
+    data = link_caption_folder(coco_root, tmp_path / "coco")
+    victim = sorted((data / "images").iterdir())[0]
+    victim.unlink()
+    victim.write_bytes(b"truncated")
+    dm = CaptionData(root=data, image_size=32, cache_dir=tmp_path / "cache", min_freq=1)
+    with pytest.warns(UserWarning, match=rf"skipped 1 unreadable image.*{victim.name}"):
+        dm.setup()
+    names = [n for s in dm.splits.values() for n in s.names]
+    assert len(names) == 79 and victim.name not in names
+    assert all(len(s.captions) == len(s.names) == len(s.images) for s in dm.splits.values())
+
+
+def test_bad_captions_file_fails_before_any_cache_is_written(coco_root: Path, tmp_path: Path) -> None:
+    data = link_caption_folder(coco_root, tmp_path / "coco")
+    lines = (data / "captions.txt").read_text().splitlines()
+    name = lines[1].split(",")[0]
+    (data / "captions.txt").write_text("\n".join([*lines[:3], f"{name},   ", *lines[3:]]) + "\n")
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match=r"captions\.txt:4: .*empty caption"):
+        CaptionData(root=data, image_size=32, cache_dir=cache).setup()
+    assert not cache.exists() or not any(cache.iterdir())

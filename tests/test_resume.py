@@ -1,0 +1,75 @@
+"""`python train.py resume=<run_dir>` after a real SIGKILL reproduces the uninterrupted run, in the same directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from scripts import REPO, closing, run
+
+TESTS = Path(__file__).resolve().parent
+# tiny but real: 30 classes x 6 generated images (120 train, 30 val, 30 test), crop+flip augmentation, dropout
+CONFIG = ("data=shapes", "data.n_per_class=6", "data.image_size=32", "data.batch_size=16", "model=mlp",
+          "model.hidden=[64]", "trainer.max_epochs=3", "callbacks.early_stopping=null")
+COMPARED = ("val/acc", "val/loss", "test/acc", "test/loss", "epochs", "params")
+
+
+class KillMidEpoch(L.Callback):
+    """SIGKILLs the process in the middle of epoch `epoch` (never in a resumed fit): a crash, not a clean stop."""
+
+    def __init__(self, epoch: int, batch: int = 2) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.ckpt_path is None and trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tb_scalars(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path: Path) -> None:
+    env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    whole = closing(run("train.py", *CONFIG, f"paths.log_dir={tmp_path / 'whole'}", cache))["Run dir"]
+    expected = json.loads((Path(whole) / "metrics.json").read_text())
+
+    killed = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *CONFIG, f"paths.log_dir={tmp_path / 'killed'}", cache,
+         f"+callbacks.kill._target_={__name__}.KillMidEpoch", "+callbacks.kill.epoch=1"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    (run_dir,) = (tmp_path / "killed" / "train" / "runs").iterdir()
+    assert not (run_dir / "metrics.json").exists()
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0  # the last completed epoch before the kill
+
+    resumed = run("train.py", f"resume={run_dir}", env_extra=env)
+    assert Path(closing(resumed)["Run dir"]) == run_dir
+    assert list((tmp_path / "killed" / "train" / "runs").iterdir()) == [run_dir]  # no new run directory
+    got = json.loads((run_dir / "metrics.json").read_text())
+    for key in COMPARED:
+        assert got[key] == pytest.approx(expected[key], abs=1e-6), key
+
+    # the original record is kept; the resumed invocation is recorded beside it
+    assert "model=mlp" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    (record,) = (run_dir / ".hydra").glob("resumed_*/overrides.yaml")
+    assert "resume=" in record.read_text()
+    # one TensorBoard run holding all three epochs, exactly as the uninterrupted run logged them
+    assert tb_scalars(run_dir / "tensorboard", "val/acc") == tb_scalars(Path(whole) / "tensorboard", "val/acc")
+
+    with pytest.raises(AssertionError, match="would change it"):
+        run("train.py", f"resume={run_dir}", "model=cnn", "trainer.max_epochs=3", env_extra=env)
