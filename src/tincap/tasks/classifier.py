@@ -10,7 +10,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassAUROC,
@@ -72,6 +72,8 @@ class Classifier(L.LightningModule):
         self.test_metrics = eval_metrics(self.num_classes).clone(prefix="test/")
         self.val_confusion = MulticlassConfusionMatrix(self.num_classes)
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
+        # image-weighted and gathered across processes, so DDP shares of unequal size average like one process
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.results: dict[str, dict[str, Any]] = {}  # last epoch of each stage: values, confusion, probs, targets
         if channels_last:
@@ -106,7 +108,9 @@ class Classifier(L.LightningModule):
         metrics.update(logits, y)
         confusion.update(logits, y)
         self._outputs[stage].append((logits.softmax(1).cpu(), y.cpu()))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        mean_loss = self.val_loss if stage == "val" else self.test_loss
+        mean_loss.update(loss, weight=len(x))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
