@@ -14,7 +14,7 @@ import torch
 from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tincap.caption import caption_files, list_images
+from tincap.caption import caption_files, image_paths
 from tincap.data.cache import state_digest
 from tincap.data.captioning import CaptionData
 from tincap.data.transforms import BatchTransform
@@ -113,17 +113,17 @@ def test_caption_py_needs_only_the_checkpoint(coco_run: dict, tmp_path: Path) ->
     with open(tmp_path / "captions.csv", newline="") as fh:
         rows = [(r["image"], r["caption"]) for r in csv.DictReader(fh)]
     task = load_captioner(ckpt)
-    expected = [(p.name, c) for p, c in caption_files(task, list_images(images), beam=2)]
+    expected = [(p.name, c) for p, c in caption_files(task, image_paths(images), beam=2)]
     assert [tuple(p) for p in printed] == rows == expected
     assert [name for name, _ in rows] == sorted(f.name for f in images.iterdir() if f.name != "broken.jpg")
 
 
 def test_caption_py_bad_inputs(coco_run: dict, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"images=.*nowhere: no such file or folder"):
-        list_images(tmp_path / "nowhere")
+        image_paths(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: the folder holds no"):
-        list_images(tmp_path / "empty")
+        image_paths(tmp_path / "empty")
     classifier_like = tmp_path / "not_a_captioner.ckpt"
     torch.save({"hyper_parameters": {"model_cfg": {"name": "cnn"}, "data_info": {"class_names": ["a"]}}},
                classifier_like)

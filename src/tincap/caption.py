@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig
 
 from tincap.atomic import atomic_write_csv
-from tincap.data.cache import decode_files, is_image_file
+from tincap.data.base import list_images
+from tincap.data.cache import decode_files
 from tincap.data.transforms import BatchTransform
 from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
 from tincap.tasks.captioner import Captioner, load_captioner
@@ -31,14 +32,14 @@ def beam_flag_to_override(argv: list[str]) -> list[str]:
     return out
 
 
-def list_images(path: str | Path) -> list[Path]:
+def image_paths(path: str | Path) -> list[Path]:
     """One image file, or the image files of a folder in name order."""
     path = Path(path).expanduser()
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+    files = list_images(path)
     if not files:
         raise ValueError(f"images={path}: the folder holds no .jpg/.png/... images")
     return files
@@ -62,9 +63,8 @@ def run(cfg: DictConfig) -> list[tuple[Path, str]]:
     quiet_known_warnings()
     print_config_tree(cfg, save_dir=cfg.paths.output_dir)
     task = load_captioner(cfg.ckpt_path)
-    task.encoder.precomputed = False
     beam = int(cfg.beam if cfg.beam is not None else task.hparams.beam_size)
-    results = caption_files(task, list_images(cfg.images), beam, cfg.batch_size)
+    results = caption_files(task, image_paths(cfg.images), beam, cfg.batch_size)
     for path, caption in results:
         print(f"{path.name}\t{caption}")
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(cfg.paths.output_dir) / "captions.csv"

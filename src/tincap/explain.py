@@ -14,7 +14,8 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.tensorboard import SummaryWriter
 
 from tincap.atomic import atomic_write_bytes, atomic_write_csv
-from tincap.data.cache import decode_files, is_image_file
+from tincap.data.base import list_images
+from tincap.data.cache import decode_files
 from tincap.data.transforms import BatchTransform
 from tincap.evaluate import datamodule_for
 from tincap.evaluation.gradcam import (
@@ -66,7 +67,7 @@ def find_images(path: str | Path, class_names: list[str]) -> tuple[list[Path], l
         return [path], None
     if not path.is_dir():
         raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
-    files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+    files = list_images(path)
     if files:
         return files, None
     folders = sorted(p for p in path.iterdir() if p.is_dir())
@@ -77,7 +78,7 @@ def find_images(path: str | Path, class_names: list[str]) -> tuple[list[Path], l
         raise ValueError(f"images={path}: {what}; expected image files, or <class_name>/<image files> sub-folders")
     labels: list[int] = []
     for folder in folders:
-        members = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+        members = list_images(folder)
         files += members
         labels += [class_names.index(folder.name)] * len(members)
     if not files:

@@ -90,6 +90,7 @@ def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[n
 
 
 def list_images(folder: Path) -> list[Path]:
+    """The image files directly in a folder, in name order."""
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 

@@ -86,34 +86,61 @@ def decode_files(files: Sequence[Path], size: int | None, threads: int = 4) -> D
     return DecodedImages(np.stack([results[i] for i in kept]), np.asarray(kept, dtype=np.int64))
 
 
-def _read_cache(path: Path, key: str) -> DecodedImages | None:
-    """Return the cached arrays only if the file is complete and was built from exactly these inputs."""
+def _read_store(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays of an HDF5 store, only if it is complete and was built from exactly these inputs."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("fingerprint") != key or not f.attrs.get("complete", False):
+                log.info("cache %s is stale; rebuilding", path)
                 return None
-            images = f["images"][...]
-            kept = f["kept"][...]
-            labels = f["labels"][...] if "labels" in f else None
+            return {name: f[name][...] for name in f}
     except (OSError, KeyError, ValueError) as exc:
         log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
         return None
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8 or len(kept) != len(images):
-        log.warning("ignoring malformed cache %s; rebuilding it", path)
-        return None
-    return DecodedImages(images, kept, labels)
 
 
-def write_cache(path: Path, key: str, decoded: DecodedImages) -> None:
+def _write_store(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     """Write via a temp file and rename, so an interrupted build never leaves a cache that looks valid."""
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.create_dataset("images", data=decoded.images, chunks=True)
-            f.create_dataset("kept", data=decoded.kept)
-            if decoded.labels is not None:
-                f.create_dataset("labels", data=decoded.labels)
+            for name, array in arrays.items():
+                f.create_dataset(name, data=array, chunks=True if array.ndim > 1 else None)
             f.attrs["fingerprint"] = key
             f.attrs["complete"] = True
+
+
+def cached_arrays(
+    path: Path | None,
+    key: str,
+    build: Callable[[], dict[str, np.ndarray]],
+    valid: Callable[[dict[str, np.ndarray]], bool] = lambda arrays: True,
+) -> dict[str, np.ndarray]:
+    """Named arrays computed once and kept in one HDF5 file under `key`; rebuilt when the key differs or `valid` fails."""
+    if path is None:
+        return build()
+    path = Path(path)
+    if path.exists():
+        hit = _read_store(path, key)
+        if hit is not None and valid(hit):
+            log.info("reusing cache %s", path)
+            return hit
+        if hit is not None:
+            log.warning("ignoring malformed cache %s; rebuilding it", path)
+    arrays = build()
+    _write_store(path, key, arrays)
+    log.info("cached %s in %s", {k: v.shape for k, v in arrays.items()}, path)
+    return arrays
+
+
+def _decoded_arrays(decoded: DecodedImages) -> dict[str, np.ndarray]:
+    arrays = {"images": decoded.images, "kept": decoded.kept}
+    return arrays if decoded.labels is None else {**arrays, "labels": decoded.labels}
+
+
+def _is_decoded(arrays: dict[str, np.ndarray]) -> bool:
+    images, kept = arrays.get("images"), arrays.get("kept")
+    return (images is not None and kept is not None and images.ndim == 4 and images.shape[-1] == 3
+            and images.dtype == np.uint8 and len(kept) == len(images))
 
 
 def cached_decode(
@@ -126,19 +153,9 @@ def cached_decode(
     """Decode files once into an HDF5 cache keyed by their fingerprint; later calls read it back."""
     files = list(files)
     build = build or (lambda: decode_files(files, size))
-    if cache_path is None:
-        return build()
-    key = fingerprint(files, size, extra_key)
-    cache_path = Path(cache_path)
-    if cache_path.exists():
-        hit = _read_cache(cache_path, key)
-        if hit is not None:
-            return hit
-        log.info("cache %s is stale; rebuilding", cache_path)
-    decoded = build()
-    write_cache(cache_path, key, decoded)
-    log.info("cached %d images in %s", len(decoded.images), cache_path)
-    return decoded
+    key = fingerprint(files, size, extra_key) if cache_path is not None else ""
+    arrays = cached_arrays(cache_path, key, lambda: _decoded_arrays(build()), valid=_is_decoded)
+    return DecodedImages(arrays["images"], arrays["kept"], arrays.get("labels"))
 
 
 def state_digest(module: torch.nn.Module) -> str:
@@ -148,27 +165,3 @@ def state_digest(module: torch.nn.Module) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def cached_array(path: Path | None, key: str, build: Callable[[], np.ndarray], name: str = "array") -> np.ndarray:
-    """One array computed once and kept in HDF5 under `key` (e.g. an encoder's features); rebuilt when the key differs."""
-    if path is None:
-        return build()
-    path = Path(path)
-    if path.exists():
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("fingerprint") == key and f.attrs.get("complete", False):
-                    log.info("reusing cached %s %s", name, path)
-                    return f[name][...]
-            log.info("cache %s is stale; rebuilding", path)
-        except (OSError, KeyError, ValueError) as exc:
-            log.warning("ignoring unreadable cache %s (%s); rebuilding it", path, exc)
-    array = build()
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(name, data=array, chunks=True)
-            f.attrs["fingerprint"] = key
-            f.attrs["complete"] = True
-    log.info("cached %s %s in %s", name, array.shape, path)
-    return array

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from tincap.data.base import epoch_sampler, keep_batch
-from tincap.data.cache import cached_array, cached_decode
+from tincap.data.cache import cached_arrays, cached_decode
 from tincap.data.captions import read_captions, records_by_split, split_by_image
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
@@ -197,13 +197,13 @@ class CaptionData(L.LightningDataModule):
             if self.cache_dir is not None:
                 path = self.cache_dir / f"features-{self.name}-{split}-{self.image_size}-{digest[:16]}.h5"
 
-            def build(pixels: np.ndarray = pixels) -> np.ndarray:
+            def build(pixels: np.ndarray = pixels) -> dict[str, np.ndarray]:
                 with torch.inference_mode():
                     chunks = [encode(encode_norm(torch.from_numpy(pixels[i : i + batch_size]))).float().half()
                               for i in range(0, len(pixels), batch_size)]
-                return torch.cat(chunks).numpy()
+                return {"features": torch.cat(chunks).numpy()}
 
-            self.inputs[split] = cached_array(path, key, build, name="features")
+            self.inputs[split] = cached_arrays(path, key, build)["features"]
         self.features_from = digest
         if any(self.augment.get(k) for k in ("crop_padding", "flip", "color_jitter")):
             log.info("frozen encoder features are cached once, so image augmentation (%s) is off", self.augment)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
+from tincap.atomic import atomic_write_csv
 from tincap.data.cache import state_digest
 from tincap.data.vocab import Vocabulary
 from tincap.evaluation.caption_metrics import (
@@ -24,13 +25,11 @@ from tincap.evaluation.caption_metrics import (
     mean_cosine,
     nearest_neighbour_captions,
 )
-from tincap.atomic import atomic_write_csv
 from tincap.evaluation.figures import caption_grid_figure
 from tincap.models.caption_encoder import CaptionEncoder
 from tincap.models.decoding import beam_search, greedy_decode
 from tincap.models.pretrained import read_hparams
 from tincap.tasks.schedules import optimizer_config
-
 
 log = logging.getLogger(__name__)
 
