@@ -1,7 +1,8 @@
 """`make bench`: loader and training-step throughput, each pair measured side by side; prints one JSON object a line.
 
 Pairs: loader/hdf5 vs loader/imagefolder (same images, augmentations, workers, batch size), fit/tincap vs
-fit/plain_loop (same model, data, batch size, precision), and the precision/memory-format levers of one step.
+fit/plain_loop (same model, data, batch size, precision), the precision/memory-format levers of one step, and
+one training step of timm's tf_efficientnet_lite0 at 64/128/224 px beside the custom CNN's.
 Never fails on a timing; uses ../shared/data/tinyimagenet30 (or $TINCAP_SHARED_DATA) and the generated shapes
 when that is absent.
 """
@@ -124,33 +125,56 @@ def bench_fit(dm: L.LightningDataModule, args: argparse.Namespace) -> None:
          tincap_ratio=round(tincap / plain, 3))
 
 
+def step_img_per_s(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bf16: bool = False,
+                   channels_last: bool = False) -> float:
+    """Images per second of SGD training steps on one fixed batch, after one warm-up step."""
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return len(x) * steps / (time.perf_counter() - start)
+
+
 def bench_levers(num_classes: int, args: argparse.Namespace) -> None:
     """One training step of the tin30_cnn network under each precision / memory format."""
     x = torch.randn(args.batch_size, 3, 64, 64)
     y = torch.randint(0, num_classes, (args.batch_size,))
-    results = {}
-    for name, bf16, cl in (("fp32", False, False), ("bf16", True, False), ("bf16_channels_last", True, True)):
-        net = make_net(num_classes)
-        xb = x
-        if cl:
-            net = net.to(memory_format=torch.channels_last)
-            xb = x.contiguous(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-        def step() -> None:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = F.cross_entropy(net(xb), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-        step()
-        start = time.perf_counter()
-        for _ in range(args.lever_steps):
-            step()
-        results[name] = args.batch_size * args.lever_steps / (time.perf_counter() - start)
+    results = {name: step_img_per_s(make_net(num_classes), x, y, args.lever_steps, bf16, cl)
+               for name, bf16, cl in (("fp32", False, False), ("bf16", True, False), ("bf16_channels_last", True, True))}
     for name, value in results.items():
         emit(name=f"step/{name}", img_per_s=round(value, 1), speedup_vs_fp32=round(value / results["fp32"], 2))
+
+
+def bench_timm(num_classes: int, args: argparse.Namespace) -> None:
+    """One fp32 channels-last training step (the fine-tuning recipes' settings) of timm's tf_efficientnet_lite0 at
+    64, 128 and 224 px, beside the custom tin30 CNN at 64 px, same batch size, measured in the same run."""
+    from tincap.models.timm_backbone import TimmBackbone
+
+    rows = [("step/cnn_64px", lambda: make_net(num_classes), 64)]
+    rows += [(f"step/timm_tf_efficientnet_lite0_{s}px", lambda: TimmBackbone(num_classes, "tf_efficientnet_lite0"), s)
+             for s in (64, 128, 224)]
+    results = {}
+    for name, build, size in rows:
+        torch.manual_seed(0)
+        x = torch.randn(args.timm_batch_size, 3, size, size)
+        y = torch.randint(0, num_classes, (args.timm_batch_size,))
+        results[name] = step_img_per_s(build(), x, y, args.lever_steps, channels_last=True)
+    cnn = results["step/cnn_64px"]
+    for name, value in results.items():
+        emit(name=name, img_per_s=round(value, 1), batch_size=args.timm_batch_size, precision="fp32",
+             channels_last=True, ratio_vs_cnn_64px=round(value / cnn, 3))
 
 
 def main() -> None:
@@ -160,15 +184,18 @@ def main() -> None:
     parser.add_argument("--loader-batches", type=int, default=40)
     parser.add_argument("--fit-steps", type=int, default=30)
     parser.add_argument("--lever-steps", type=int, default=5)
+    parser.add_argument("--timm-batch-size", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 16
+        args.timm_batch_size = 2
     torch.set_num_threads(os.cpu_count() or 1)
     dm = datamodule(args)
     bench_loaders(dm, args)
     bench_fit(dm, args)
     bench_levers(dm.num_classes, args)
+    bench_timm(dm.num_classes, args)
 
 
 if __name__ == "__main__":

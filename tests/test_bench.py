@@ -17,5 +17,6 @@ def test_bench_quick_prints_json_records(tin30_root: Path) -> None:
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     by_name = {r["name"]: r for r in records}
     for name in ("loader/hdf5", "loader/imagefolder", "fit/tincap", "fit/plain_loop", "step/fp32",
-                 "step/bf16_channels_last"):
+                 "step/bf16_channels_last", "step/cnn_64px", "step/timm_tf_efficientnet_lite0_64px",
+                 "step/timm_tf_efficientnet_lite0_128px", "step/timm_tf_efficientnet_lite0_224px"):
         assert by_name[name]["img_per_s"] > 0, name

@@ -14,7 +14,8 @@ import torch
 from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tincap.caption import caption_files, image_paths
+from tincap.caption import caption_files
+from tincap.data.base import image_paths
 from tincap.data.cache import state_digest
 from tincap.data.captioning import CaptionData
 from tincap.data.transforms import BatchTransform
@@ -194,7 +195,7 @@ def test_grouped_captions_give_the_same_loss_as_pairs(compose_train) -> None:
                         "task/decoder=lstm", "task.decoder.dropout=0")
     grouped = _shapes_data(None, group_captions=True)
     torch.manual_seed(0)
-    task = build_task(cfg, grouped)
+    task, _ = build_task(cfg, grouped)
     x, tokens = grouped.train_dataloader().dataset.__getitems__(list(range(6)))
     n, k, _ = tokens.shape
     assert k == 5 and (tokens[:, :, 0] == grouped.vocab.bos_id).all()

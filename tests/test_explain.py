@@ -154,7 +154,7 @@ def test_mlp_is_refused_with_a_clear_error(base: Path, checkpoints: dict) -> Non
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
-    assert f"{ckpt}: model 'mlp' cannot be explained with Grad-CAM" in err and "no convolutional layer" in err
+    assert f"{ckpt}: model 'mlp' cannot be explained with Grad-CAM" in err and "no spatial feature map for Grad-CAM" in err
 
 
 def test_cam_layer_is_each_models_last_conv_block() -> None:
@@ -166,7 +166,7 @@ def test_cam_layer_is_each_models_last_conv_block() -> None:
     assert cam_layer(resnet) is resnet.layer4
     assert cam_layer(alexnet) is alexnet.features[11]  # conv5's ReLU: conv5's output is overwritten in place
     assert cam_layer(cnn) is cnn.features[-1]
-    with pytest.raises(ValueError, match="no convolutional layer"):
+    with pytest.raises(ValueError, match="no spatial feature map for Grad-CAM"):
         cam_layer(MLP(2, image_size=8, hidden=(4,)))
 
 

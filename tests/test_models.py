@@ -30,13 +30,18 @@ def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) ->
         path = tmp_path / f"{name}.pth"
         torch.save(ref.state_dict(), path)
         target = {"resnet": "tincap.models.resnet.ResNet", "alexnet": "tincap.models.alexnet.AlexNet"}[name]
-        net = build_network({"_target_": target, "name": name, "weights_path": str(path)}, num_classes=10)
+        # ResNet's 3x3 small-input stem would not fit ImageNet's 7x7 conv1: keep torchvision's stem
+        cfg = {"_target_": target, "name": name, "weights_path": str(path), "small_input": name == "alexnet"}
+        net = build_network(cfg, num_classes=10)
         own = net.state_dict()
         ref_sd = ref.state_dict()
-        head = "fc.weight" if name == "resnet" else "classifier.6.weight"
-        assert own[head].shape[0] == 10  # new head for 10 classes
+        head = "fc" if name == "resnet" else "classifier.6"
+        assert own[f"{head}.weight"].shape[0] == 10  # new head for 10 classes
         copied = [k for k in ref_sd if own[k].shape == ref_sd[k].shape and torch.equal(own[k], ref_sd[k])]
-        assert len(copied) >= len(ref_sd) - 3  # all but head (and the replaced small-input stem)
+        assert sorted(set(ref_sd) - set(copied)) == [f"{head}.bias", f"{head}.weight"]  # everything but the head
+    with pytest.raises(ValueError, match=r"1 key\(s\) of another shape \(file vs network\): conv1.weight \(64, 3, 7, 7\) vs \(64, 3, 3, 3\)"):
+        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet",
+                       "weights_path": str(tmp_path / "resnet.pth")}, num_classes=10)
 
 
 def test_tincap_checkpoint_into_new_class_count_and_freeze(tmp_path: Path) -> None:
@@ -61,11 +66,11 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"cnn.ckpt is a checkpoint of model 'cnn', but this run builds model 'resnet'"):
         build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet", "weights_path": str(path)}, 10)
     torch.save(src.state_dict(), tmp_path / "bare.pth")  # no hparams: the shapes tell
-    with pytest.raises(ValueError, match=r"bare.pth does not fit this network"):
+    with pytest.raises(ValueError, match=r"bare.pth does not fit model resnet"):
         build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet",
                        "weights_path": str(tmp_path / "bare.pth")}, 10)
     wide = {**CNN_CFG, "widths": [16, 32, 64, 128], "weights_path": str(path)}
-    with pytest.raises(ValueError, match=r"has shape .* this network expects"):
+    with pytest.raises(ValueError, match=r"key\(s\) of another shape \(file vs network\): features"):
         build_network(wide, 10)
 
 

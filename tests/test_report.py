@@ -56,6 +56,7 @@ def test_report_has_a_row_per_run_with_its_logged_numbers(sweep: Path, report: d
             assert float(row[key]) == metrics[key], (row["run"], key)
         config = yaml.safe_load((sweep / row["run"] / "config.yaml").read_text())
         assert row["model"] == config["model"]["name"]
+        assert row["init"] == "from scratch"
         typed = yaml.safe_load((sweep / row["run"] / ".hydra" / "overrides.yaml").read_text())
         varied = [o for o in typed if o.startswith(("model=", "optimizer.lr="))]
         assert row["overrides"] == " ".join(varied)  # only what differs: the shared tiny settings are left out
@@ -114,3 +115,23 @@ def test_directory_without_runs_is_named_in_the_error(tmp_path: Path) -> None:
                           text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 1
     assert f"no runs found under {tmp_path / 'empty'}" in proc.stderr
+
+
+def test_report_marks_imagenet_pretrained_rows(sweep: Path, tmp_path: Path) -> None:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    torch.save(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "in1k.pth")
+    run("train.py", "model=timm", "model.arch=resnet18", f"model.weights_path={tmp_path / 'in1k.pth'}", *TINY,
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
+    (pretrained,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    shutil.copytree(pretrained, tmp_path / "runs" / "pretrained", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(sweep / "0", tmp_path / "runs" / "scratch", ignore=shutil.ignore_patterns("checkpoints"))
+    run("report.py", str(tmp_path / "runs"))
+    with open(tmp_path / "runs" / "report.csv", newline="") as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    assert rows["pretrained"]["init"] == "ImageNet-pretrained: ImageNet-1k weights (in1k.pth)"
+    assert rows["pretrained"]["model"] == "timm:resnet18"
+    assert rows["scratch"]["init"] == "from scratch"
+    assert "1 run(s) started from ImageNet-pretrained weights" in (tmp_path / "runs" / "report.md").read_text()

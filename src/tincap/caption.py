@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from tincap.atomic import atomic_write_csv
-from tincap.data.base import list_images
+from tincap.data.base import image_paths
 from tincap.data.cache import decode_files
 from tincap.data.transforms import BatchTransform
 from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
@@ -30,19 +30,6 @@ def beam_flag_to_override(argv: list[str]) -> list[str]:
         out.append(f"beam={arg.split('=', 1)[1]}" if arg.startswith("--beam=") else arg)
         i += 1
     return out
-
-
-def image_paths(path: str | Path) -> list[Path]:
-    """One image file, or the image files of a folder in name order."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
-    files = list_images(path)
-    if not files:
-        raise ValueError(f"images={path}: the folder holds no .jpg/.png/... images")
-    return files
 
 
 def caption_files(task: Captioner, files: list[Path], beam: int, batch_size: int = 64) -> list[tuple[Path, str]]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from tincap.callbacks import ReseedEachEpoch, Throughput
 from tincap.checkpoint_io import AtomicCheckpointIO
 from tincap.evaluation.submission import write_submission
-from tincap.models import build_network
+from tincap.models import construct_network, initialise_network
 from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings, write_metrics
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Lo
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
-def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    net = build_network(cfg.model, datamodule.num_classes)
+def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> tuple[L.LightningModule, str]:
+    """The task around a new network, with the datamodule set to feed it as its weights expect; and the weights' origin."""
+    net = construct_network(cfg.model, datamodule.num_classes)
+    init = initialise_network(net, cfg.model)
+    datamodule.feed(net.input_spec, cfg.model.name)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     return hydra.utils.instantiate(
         cfg.task,
@@ -67,7 +70,7 @@ def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.Lightnin
         model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
         data_info={**datamodule.describe(), "data_cfg": OmegaConf.to_container(cfg.data, resolve=True)},
         _recursive_=False,
-    )
+    ), init
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -100,7 +103,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     torch.set_float32_matmul_precision("high")
 
     datamodule = hydra.utils.instantiate(cfg.data)
-    task = build_task(cfg, datamodule)
+    task, init = build_task(cfg, datamodule)
     callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed)]
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -132,6 +135,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     throughput = next((c for c in callbacks if isinstance(c, Throughput)), None)
     metrics.update(
         {
+            "init": init,
             "epochs": fitted_epochs(trainer),
             "fit_s": round(fit_s, 2),
             "params": sum(p.numel() for p in task.net.parameters()),

@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -19,6 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tincap.data.cache import cached_decode, is_image_file
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchMix, BatchTransform
+
+if TYPE_CHECKING:
+    from tincap.models.backbone import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,19 @@ def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[n
 def list_images(folder: Path) -> list[Path]:
     """The image files directly in a folder, in name order."""
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def image_paths(path: str | Path) -> list[Path]:
+    """The files of an `images=` argument: one image file, or the image files of a folder in name order."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
+    files = list_images(path)
+    if not files:
+        raise ValueError(f"images={path}: the folder holds no .jpg/.png/... images")
+    return files
 
 
 def scan_class_folders(folder: Path, class_names: list[str] | None, what: str) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -219,6 +235,11 @@ class ClassificationDataModule(L.LightningDataModule):
             "%s: %s", self.name, ", ".join(f"{k}={len(v.images)}" for k, v in splits.items())
         )
 
+    def feed(self, spec: InputSpec, model_name: str) -> None:
+        """Preprocess for this network: its mean and std, and its input size unless data.image_size is set."""
+        self.image_size = spec.image_size(self.image_size, model_name)
+        self.mean, self.std = spec.mean, spec.std
+
     def transform(self, train: bool) -> BatchTransform:
         aug = {k: v for k, v in self.augment.items() if k not in ("mixup_alpha", "cutmix_alpha", "mix_prob")}
         return BatchTransform(train=train, mean=self.mean, std=self.std, **(aug if train else {}))
@@ -273,9 +294,10 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def describe(self) -> dict[str, Any]:
         """What a checkpoint must remember to preprocess new images identically."""
+        self.setup()
         return {
             "class_names": self.class_names,
-            "image_size": self.image_size,
+            "image_size": self.image_size or int(self.splits["train"].images.shape[1]),  # null: the files' own size
             "mean": list(self.mean),
             "std": list(self.std),
             "dataset": self.name,

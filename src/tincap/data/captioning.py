@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -22,6 +22,9 @@ from tincap.data.captions import read_captions, records_by_split, split_by_image
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from tincap.data.vocab import Vocabulary, tokenize
+
+if TYPE_CHECKING:
+    from tincap.models.backbone import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ class CaptionData(L.LightningDataModule):
         root: str | Path | None = None,
         shapes_per_class: int | None = None,
         shapes_seed: int = 0,
-        image_size: int = 64,
+        image_size: int | None = 64,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -247,7 +250,12 @@ class CaptionData(L.LightningDataModule):
     def num_classes(self) -> int:
         return 1  # the encoder backbone's classification head is unused
 
+    def feed(self, spec: InputSpec, model_name: str) -> None:
+        """Preprocess for the encoder: its mean and std, and its input size unless data.image_size is set."""
+        self.image_size = spec.image_size(self.image_size, model_name)
+        self.mean, self.std = spec.mean, spec.std
+
     def describe(self) -> dict[str, Any]:
         self.setup()
-        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
+        return {"image_size": self.image_size or int(self.splits["train"].images.shape[1]), "mean": list(self.mean), "std": list(self.std),
                 "dataset": self.name, "vocab": self.vocab.state_dict(), "max_len": self.max_len}

@@ -19,22 +19,17 @@ from torch import Tensor, nn
 
 from tincap.atomic import atomic_path
 from tincap.evaluation.canvas import image_grid
+from tincap.models.backbone import Backbone
 
 log = logging.getLogger(__name__)
 
 
-def cam_layer(net: nn.Module) -> nn.Module:
-    """The layer whose feature maps Grad-CAM weighs: the network's own `cam_layer`, else its last Conv2d."""
-    layer = getattr(net, "cam_layer", None)
-    if isinstance(layer, nn.Module):
-        return layer
-    convs = [(name, m) for name, m in net.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(net).__name__} has no convolutional layer, so Grad-CAM has no spatial feature maps "
-                         "to weigh; explain a convolutional model (cnn, resnet, alexnet)")
-    name, layer = convs[-1]
-    log.warning("%s defines no cam_layer; Grad-CAM uses its last Conv2d '%s'", type(net).__name__, name)
-    return layer
+def cam_layer(net: Backbone) -> nn.Module:
+    """The layer whose feature maps Grad-CAM weighs: the network's `cam_layer` (backbone contract)."""
+    if net.cam_layer is None:
+        raise ValueError(f"{type(net).__name__} has no spatial feature map for Grad-CAM to weigh (no cam_layer); "
+                         "explain a convolutional model (cnn, resnet, alexnet, or a timm CNN)")
+    return net.cam_layer
 
 
 @dataclass(frozen=True)

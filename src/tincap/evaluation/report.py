@@ -25,7 +25,7 @@ from tincap.evaluation.canvas import new_figure, save_figure
 
 __all__ = ["Run", "find_runs", "load_run", "matching_test_key", "read_curve", "report_rows", "write_report"]
 
-FIXED_COLUMNS = ("model", "params")
+FIXED_COLUMNS = ("model", "init", "params")
 TAIL_COLUMNS = ("epochs", "fit_s", "train/img_per_s")
 
 
@@ -137,11 +137,29 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
 
     rows = []
     for r in sorted(runs, key=rank):
-        model = r.config.get("model")
-        model = str(model.get("name", "")) if isinstance(model, dict) else ""
         values = [r.metrics.get(k) for k in ("params", metric, *([test] if test else []), *TAIL_COLUMNS)]
-        rows.append([r.label, r.varied, model, *[_number(v) for v in values]])
+        rows.append([r.label, r.varied, model_label(r.config), init_label(r.metrics), *[_number(v) for v in values]])
     return header, rows
+
+
+def model_label(config: dict[str, Any]) -> str:
+    """The model's name, with the architecture for a timm model (`timm:tf_efficientnet_lite0`)."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return ""
+    return f"{model.get('name', '')}:{model['arch']}" if model.get("arch") else str(model.get("name", ""))
+
+
+def init_label(metrics: dict[str, Any]) -> str:
+    """Where the run's weights started: 'from scratch', or the pretrained weights it was initialised from."""
+    init = str(metrics.get("init") or "")
+    if is_imagenet_pretrained(init):
+        return f"ImageNet-pretrained: {init}"
+    return init or "-"
+
+
+def is_imagenet_pretrained(init: str) -> bool:
+    return "ImageNet" in init or "pretrained weights" in init
 
 
 def _label(runs: list[Run]) -> None:
@@ -260,6 +278,10 @@ def write_report(directories: list[str | Path], out: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     notes = [f"{r.label}: no {metric} in metrics.json" for r in runs if _number(r.metrics.get(metric)) is None]
+    pretrained = [r.label for r in runs if is_imagenet_pretrained(str(r.metrics.get("init") or ""))]
+    if pretrained and len(pretrained) < len(runs):
+        notes.append(f"{len(pretrained)} run(s) started from ImageNet-pretrained weights (init column): they have "
+                     "seen ImageNet's images, so read them beside the from-scratch rows, not in place of them")
     curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
     loss_tag = "train/loss"
     for r in sorted(runs, key=lambda r: r.label):

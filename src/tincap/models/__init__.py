@@ -1,28 +1,66 @@
-"""Plain nn.Module backbones; `build_network` turns a model config into one."""
+"""Plain nn.Module backbones; `build_network` turns a model config into one that keeps the backbone contract."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from tincap.models.pretrained import freeze_backbone, load_weights
+from tincap.models.backbone import Backbone, check_backbone
+from tincap.models.freezing import freeze_backbone
+from tincap.models.pretrained import load_weights
 
-# keys of a model config that describe how to initialise, not how to construct
+log = logging.getLogger(__name__)
+
+# keys of a model config that say how to initialise, not how to construct (read here, not by the constructor)
 INIT_KEYS = ("name", "weights_path", "freeze_backbone")
+# constructor keys that download published weights (torchvision's `weights`, timm's `pretrained`)
+DOWNLOAD_KEYS = {"weights": None, "pretrained": False}
 
 
-def build_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> nn.Module:
-    """Instantiate a model config (`_target_`), then apply its local weights file and freezing."""
-    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    init = {k: cfg.pop(k, None) for k in INIT_KEYS}
+def _as_dict(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def construct_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Backbone:
+    """Instantiate the architecture of a model config (`_target_`), checked against the backbone contract."""
+    cfg = {k: v for k, v in _as_dict(cfg).items() if k not in INIT_KEYS[1:]}
+    name = cfg.pop("name", None)
     if "_target_" not in cfg:
-        raise ValueError(f"model config {init['name']!r} has no _target_; expected e.g. tincap.models.cnn.CNN")
-    net = hydra.utils.instantiate(cfg, num_classes=num_classes)
-    if init["weights_path"]:
-        load_weights(net, init["weights_path"], init["name"])
-    if init["freeze_backbone"]:
+        raise ValueError(f"model config {name!r} has no _target_; expected e.g. tincap.models.cnn.CNN")
+    return check_backbone(hydra.utils.instantiate(cfg, num_classes=num_classes), name or cfg["_target_"])
+
+
+def initialise_network(net: Backbone, cfg: DictConfig | dict[str, Any]) -> str:
+    """Apply the config's local weights file and freezing; returns where the weights came from, for the report."""
+    cfg = _as_dict(cfg)
+    label = "from scratch"
+    if cfg.get("pretrained"):
+        label = f"timm pretrained weights ({cfg.get('arch')})"
+    elif cfg.get("weights"):
+        label = f"torchvision ImageNet-1k weights ({cfg['weights']})"
+    if cfg.get("weights_path"):
+        source = load_weights(net, cfg["weights_path"], cfg.get("name"))
+        if source.input_spec is not None:  # a tincap checkpoint: feed it as its own data was fed
+            net.input_spec = replace(source.input_spec, size=source.input_spec.size or net.input_spec.size)
+        label = source.label
+    if cfg.get("freeze_backbone"):
         freeze_backbone(net)
+    log.info("model %s: %s%s", cfg.get("name"), label, ", backbone frozen" if cfg.get("freeze_backbone") else "")
+    return label
+
+
+def build_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Backbone:
+    """Construct and initialise a network from its model config."""
+    net = construct_network(cfg, num_classes)
+    initialise_network(net, cfg)
     return net
+
+
+def rebuild_network(model_cfg: dict[str, Any], num_classes: int) -> Backbone:
+    """The architecture a checkpoint was trained with, ready for its state dict: no weights file, no download."""
+    arch = {k: (DOWNLOAD_KEYS[k] if k in DOWNLOAD_KEYS else v) for k, v in model_cfg.items()}
+    return construct_network(arch, num_classes)

@@ -5,11 +5,15 @@ from __future__ import annotations
 from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
 from torch import Tensor, nn
 
+from tincap.models.backbone import InputSpec
 from tincap.models.pretrained import torchvision_weights
 
 
 class AlexNet(TorchvisionAlexNet):
     """Same parameter names and shapes as torchvision's; `small_input` only changes conv1's stride and padding."""
+
+    spatial = True
+    input_spec = InputSpec()  # any size; ImageNet mean/std, as torchvision's weights expect
 
     def __init__(self, num_classes: int, small_input: bool = True, dropout: float = 0.5, weights: str | None = None) -> None:
         super().__init__(num_classes=1000 if weights else num_classes, dropout=dropout)
@@ -20,6 +24,8 @@ class AlexNet(TorchvisionAlexNet):
             conv1 = self.features[0]
             conv1.stride, conv1.padding = (2, 2), (5, 5)
         self.feature_dim = 256
+        if weights and not small_input:
+            self.input_spec = InputSpec(size=224)  # as torchvision's weights were trained
 
     @property
     def head(self) -> nn.Linear:

@@ -5,12 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tincap.models.backbone import Backbone
+from tincap.models.freezing import keep_frozen_norms_in_eval
+
 
 class CaptionEncoder(nn.Module):
     """Backbone map (N, C, h, w) -> global (N, D) = BN(Linear(avg-pool)) and spatial (N, h*w, C) for attention."""
 
-    def __init__(self, backbone: nn.Module, embed_dim: int, dropout: float = 0.0, freeze: bool = False) -> None:
+    def __init__(self, backbone: Backbone, embed_dim: int, dropout: float = 0.0, freeze: bool = False) -> None:
         super().__init__()
+        if not backbone.spatial:
+            raise ValueError(f"{type(backbone).__name__} has no spatial feature map (N, C, h, w) for a caption encoder; "
+                             "choose a convolutional model (model=cnn, resnet, alexnet or timm)")
         self.backbone = backbone
         self.feature_dim: int = backbone.feature_dim
         self.embed_dim = embed_dim
@@ -29,15 +35,13 @@ class CaptionEncoder(nn.Module):
         super().train(mode)
         if self.freeze:
             self.backbone.eval()
+        keep_frozen_norms_in_eval(self.backbone)  # a backbone frozen but for its head (model.freeze_backbone)
         return self
 
     def feature_map(self, images: Tensor) -> Tensor:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             fmap = self.backbone.forward_features(images)
-        if fmap.dim() != 4:
-            raise ValueError(f"{type(self.backbone).__name__} gives features of shape {tuple(fmap.shape)}, not a "
-                             "(N, C, h, w) map; a caption encoder must be convolutional (model=cnn, resnet or alexnet)")
-        return fmap
+        return fmap  # (N, C, h, w)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         fmap = images if self.precomputed else self.feature_map(images)

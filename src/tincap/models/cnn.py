@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from tincap.models.backbone import InputSpec
+
 
 def conv_bn(cin: int, cout: int, batch_norm: bool = True) -> nn.Sequential:
     return nn.Sequential(
@@ -26,6 +28,9 @@ class Residual(nn.Module):
 
 class CNN(nn.Module):
     """Stem conv, then per stage: widen, (residual) convs, 2x2 max-pool; global pool, dropout, linear head."""
+
+    spatial = True
+    input_spec = InputSpec()  # any size; ImageNet mean/std
 
     def __init__(
         self,

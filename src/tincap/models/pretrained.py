@@ -1,13 +1,17 @@
-"""Initialising networks from local files (tincap checkpoints, torchvision state dicts) or, online, torchvision."""
+"""Initialising networks from local weights files (tincap checkpoints, timm or torchvision state dicts) or, online, torchvision."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tincap.models.backbone import Backbone, InputSpec, module_name
 
 log = logging.getLogger(__name__)
 
@@ -63,43 +67,70 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     raise ValueError(f"{path} holds a {type(obj).__name__}; expected a tincap .ckpt or a state dict of tensors")
 
 
-def load_weights(net: nn.Module, path: str | Path, model_name: str | None = None) -> None:
-    """Copy weights into `net`; a head with another class count (or a replaced stem) is left freshly initialised."""
+@dataclass(frozen=True)
+class WeightsFile:
+    """What a weights file gave a network: a one-line provenance, and the preprocessing it was trained with."""
+
+    label: str  # e.g. "ImageNet-1k weights (resnet18.pth)" or "tin30 checkpoint (epoch_012.ckpt)"
+    input_spec: InputSpec | None  # a tincap checkpoint's own size/mean/std; None for a bare state dict
+
+
+def align_prefix(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A library's state dict for the network a tincap wrapper holds (timm's keys into `model.`): add the prefix
+    under which most of the file's keys exist in the network, if that beats none."""
+    def hits(prefix: str) -> int:
+        return sum(prefix + k in own for k in state)
+
+    candidates = {key[: -len(k)] for k in list(state)[:50] for key in own if key.endswith("." + k)}
+    best = max(sorted(candidates), key=hits, default="")
+    return {best + k: v for k, v in state.items()} if hits(best) > hits("") else state
+
+
+def _listed(keys: list[str], limit: int = 12) -> str:
+    return ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_weights(net: Backbone, path: str | Path, model_name: str | None = None) -> WeightsFile:
+    """Copy every tensor of a weights file into `net`; only a head with another class count may be left new.
+
+    Any other missing, unexpected or mis-shaped key is an error that lists them: never a silent partial load.
+    """
+    path = Path(path).expanduser()
     state, hparams = read_state_dict(path)
     saved_name = hparams.get("model_cfg", {}).get("name")
     if model_name and saved_name and saved_name != model_name:
         raise ValueError(f"{path} is a checkpoint of model '{saved_name}', but this run builds model '{model_name}'")
     own = net.state_dict()
-    head_name = next((n for n, m in net.named_modules() if m is getattr(net, "head", None)), None)
-    head_keys = {k for k in own if head_name and k.startswith(head_name + ".")}
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    if unexpected or len(missing) > len(head_keys):
-        raise ValueError(
-            f"{path} does not fit this network (a checkpoint from another model?): "
-            f"{len(unexpected)} unexpected keys e.g. {unexpected[:3]}, {len(missing)} missing e.g. {missing[:3]}"
-        )
-    skipped = []
-    for key, value in state.items():
-        if own[key].shape != value.shape:
-            if key not in head_keys and not key.startswith("conv1."):
-                raise ValueError(
-                    f"{path}: '{key}' has shape {tuple(value.shape)}, this network expects {tuple(own[key].shape)} "
-                    "(a checkpoint from another model or width?)"
-                )
-            skipped.append(key)
-            continue
-        own[key] = value
+    state = align_prefix(state, own)
+    head = module_name(net, net.head)
+    head_keys = {f"{head}.{k}" for k in net.head.state_dict()}
+    unexpected = sorted(k for k in state if k not in own)
+    missing = sorted(k for k in own if k not in state and k not in head_keys and not k.endswith("num_batches_tracked"))
+    reshaped = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+                      if k in own and k not in head_keys and state[k].shape != own[k].shape)
+    if unexpected or missing or reshaped:
+        problems = [f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}" if unexpected else "",
+                    f"{len(missing)} missing key(s): {_listed(missing)}" if missing else "",
+                    f"{len(reshaped)} key(s) of another shape (file vs network): {_listed(reshaped)}" if reshaped else ""]
+        raise ValueError(f"{path} does not fit model {model_name or type(net).__name__} (weights of another "
+                         f"architecture, width or input stem?): " + "; ".join(p for p in problems if p))
+    new_head = [k for k in head_keys if k not in state or state[k].shape != own[k].shape]
+    file_classes = state[f"{head}.weight"].shape[0] if f"{head}.weight" in state else None
+    own.update({k: v for k, v in state.items() if k not in new_head})
     net.load_state_dict(own)
-    if skipped:
-        log.info("loaded %s; re-initialised %s (shape differs: new head or stem)", path, skipped)
+    if new_head:
+        # a zero head starts from uniform predictions, so early steps do not push random errors into the
+        # pretrained features (the head initialisation of BiT's transfer recipe)
+        nn.init.zeros_(net.head.weight)
+        nn.init.zeros_(net.head.bias)
+        log.info("loaded %s; replaced its head (%s classes) by a new zero-initialised %d-class head", path,
+                 file_classes or "no", net.head.out_features)
     else:
-        log.info("loaded %s", path)
-
-
-def freeze_backbone(net: nn.Module) -> None:
-    """Train only the classification head (linear probing / frozen fine-tuning)."""
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in net.head.parameters():
-        p.requires_grad_(True)
+        log.info("loaded %s (all %d tensors)", path, len(state))
+    info = hparams.get("data_info") or {}
+    if hparams:
+        spec = InputSpec(size=info.get("image_size"), mean=tuple(info.get("mean") or IMAGENET_MEAN),
+                         std=tuple(info.get("std") or IMAGENET_STD), fixed_size=net.input_spec.fixed_size)
+        return WeightsFile(f"{info.get('dataset', 'tincap')} checkpoint ({path.name})", spec)
+    what = "ImageNet-1k weights" if file_classes == 1000 else "weights"
+    return WeightsFile(f"{what} ({path.name})", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
+from tincap.models.backbone import InputSpec
 from tincap.models.pretrained import torchvision_weights
 
 _BLOCKS = {18: (tv.BasicBlock, [2, 2, 2, 2]), 34: (tv.BasicBlock, [3, 4, 6, 3]), 50: (tv.Bottleneck, [3, 4, 6, 3])}
@@ -12,6 +13,9 @@ _BLOCKS = {18: (tv.BasicBlock, [2, 2, 2, 2]), 34: (tv.BasicBlock, [3, 4, 6, 3]),
 
 class ResNet(tv.ResNet):
     """Same parameter names as torchvision's, so its state dicts load directly."""
+
+    spatial = True
+    input_spec = InputSpec()  # any size; ImageNet mean/std, as torchvision's weights expect
 
     def __init__(self, num_classes: int, depth: int = 18, small_input: bool = True, weights: str | None = None) -> None:
         if depth not in _BLOCKS:
@@ -26,6 +30,8 @@ class ResNet(tv.ResNet):
             self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
         self.feature_dim = self.fc.in_features
+        if weights and not small_input:
+            self.input_spec = InputSpec(size=224)  # as torchvision's weights were trained
 
     @property
     def head(self) -> nn.Linear:

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import Tensor, nn
+from torch import Tensor
 
 from tincap.atomic import atomic_write_csv
 from tincap.data.cache import state_digest
@@ -26,10 +26,11 @@ from tincap.evaluation.caption_metrics import (
     nearest_neighbour_captions,
 )
 from tincap.evaluation.figures import caption_grid_figure
+from tincap.models.backbone import Backbone
 from tincap.models.caption_encoder import CaptionEncoder
 from tincap.models.decoding import beam_search, greedy_decode
 from tincap.models.pretrained import read_hparams
-from tincap.tasks.schedules import optimizer_config
+from tincap.tasks.schedules import optimizer_config, scale_group_lrs
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class Captioner(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Backbone,
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         decoder: dict[str, Any],
         scheduler: Callable[..., dict[str, Any]] | None = None,
@@ -67,7 +68,7 @@ class Captioner(L.LightningModule):
     output_stages = ("val", "test")
 
     @property
-    def net(self) -> nn.Module:
+    def net(self) -> Backbone:
         return self.encoder.backbone
 
     def setup(self, stage: str) -> None:
@@ -187,25 +188,23 @@ class Captioner(L.LightningModule):
         return (self.baseline_scores(datamodule, stage) if stage == "test" else {}), {}
 
     def configure_optimizers(self) -> Any:
-        base = self.optimizer_factory.keywords.get("lr", 1e-3) if hasattr(self.optimizer_factory, "keywords") else 1e-3
         head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]
         backbone = [p for p in self.encoder.backbone.parameters() if p.requires_grad]
         groups = [{"params": head}]
         if backbone:
-            groups.append({"params": backbone, "lr": base * self.hparams.encoder_lr_scale})
-        optimizer = self.optimizer_factory(groups)
+            groups.append({"params": backbone, "lr_scale": self.hparams.encoder_lr_scale})
+        optimizer = scale_group_lrs(self.optimizer_factory(groups))
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
 
 
 def load_captioner(ckpt_path: str | Path) -> Captioner:
     """Rebuild a trained captioner from its checkpoint alone: network config, decoder and vocabulary are inside."""
-    from tincap.models import build_network
+    from tincap.models import rebuild_network
 
     hparams = read_hparams(ckpt_path)
     if "vocab" not in (hparams.get("data_info") or {}) or "decoder" not in hparams:
         raise ValueError(f"{ckpt_path} is not a tincap captioner checkpoint (no decoder / vocabulary inside)")
-    model_cfg = {k: v for k, v in hparams["model_cfg"].items() if k not in ("weights_path", "freeze_backbone")}
-    net = build_network(model_cfg, 1)
+    net = rebuild_network(hparams["model_cfg"], 1)
     return Captioner.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)
 
 

@@ -19,7 +19,10 @@ from torchmetrics.classification import (
 )
 
 from tincap.evaluation.classification import write_classification_files
-from tincap.tasks.schedules import optimizer_config
+from tincap.models.backbone import Backbone
+from tincap.models.freezing import keep_frozen_norms_in_eval
+from tincap.models.pretrained import read_hparams
+from tincap.tasks.schedules import optimizer_config, scale_group_lrs
 
 
 def eval_metrics(num_classes: int) -> MetricCollection:
@@ -35,16 +38,18 @@ def eval_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def param_groups(net: nn.Module, weight_decay_norm_bias: bool) -> list[dict[str, Any]]:
-    """Weight decay on conv/linear weights only, unless asked to decay norms and biases too."""
-    decay, no_decay = [], []
+def param_groups(net: Backbone, weight_decay_norm_bias: bool, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only (unless asked to decay norms and biases too); the backbone (all but
+    the head) learns at `backbone_lr_scale` x the optimizer's rate, as fine-tuning a pretrained network wants."""
+    head = {id(p) for p in net.head.parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in net.parameters():
         if p.requires_grad:
-            (decay if p.ndim > 1 or weight_decay_norm_bias else no_decay).append(p)
-    groups = [{"params": decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
+            groups.setdefault((id(p) in head, p.ndim > 1 or weight_decay_norm_bias), []).append(p)
+    return [
+        {"params": params, "lr_scale": 1.0 if is_head else backbone_lr_scale, **({} if decay else {"weight_decay": 0.0})}
+        for (is_head, decay), params in sorted(groups.items())
+    ]
 
 
 class Classifier(L.LightningModule):
@@ -52,12 +57,13 @@ class Classifier(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Backbone,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., dict[str, Any]] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
         weight_decay_norm_bias: bool = False,
+        backbone_lr_scale: float = 1.0,
         model_cfg: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -83,6 +89,12 @@ class Classifier(L.LightningModule):
     def class_names(self) -> list[str]:
         info = self.hparams.get("data_info") or {}
         return list(info.get("class_names") or [str(i) for i in range(self.num_classes)])
+
+    def train(self, mode: bool = True) -> Classifier:
+        """A frozen backbone's BatchNorm layers stay in eval mode, so their running statistics never change."""
+        super().train(mode)
+        keep_frozen_norms_in_eval(self.net)
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.channels_last and x.ndim == 4:
@@ -152,20 +164,19 @@ class Classifier(L.LightningModule):
         return {}, write_classification_files(out_dir, result, self.class_names)
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(param_groups(self.net, self.hparams.weight_decay_norm_bias))
+        groups = param_groups(self.net, self.hparams.weight_decay_norm_bias, self.hparams.backbone_lr_scale)
+        optimizer = scale_group_lrs(self.optimizer_factory(groups))
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
 
 
 def load_classifier(ckpt_path: str | Path) -> Classifier:
     """Rebuild a trained classifier from its checkpoint alone (network config and class names are inside)."""
-    from tincap.models import build_network
-    from tincap.models.pretrained import read_state_dict
+    from tincap.models import rebuild_network
 
-    _, hparams = read_state_dict(ckpt_path)
+    hparams = read_hparams(ckpt_path)
     model_cfg = hparams.get("model_cfg")
     info = hparams.get("data_info") or {}
     if not model_cfg or not info.get("class_names"):
         raise ValueError(f"{ckpt_path} is not a tincap classifier checkpoint (no model_cfg / class names inside)")
-    model_cfg = {k: v for k, v in model_cfg.items() if k not in ("weights_path", "freeze_backbone", "weights")}
-    net = build_network(model_cfg, len(info["class_names"]))
+    net = rebuild_network(model_cfg, len(info["class_names"]))
     return Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)

@@ -10,6 +10,13 @@ import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
+def scale_group_lrs(optimizer: Optimizer) -> Optimizer:
+    """Give each parameter group its `lr_scale` x the configured rate (before a schedule records its base rates)."""
+    for group in optimizer.param_groups:
+        group["lr"] *= group.pop("lr_scale", 1.0)
+    return optimizer
+
+
 def optimizer_config(trainer: L.Trainer, optimizer: Optimizer, scheduler: Callable[..., dict[str, Any]] | None) -> Any:
     """What configure_optimizers returns: the optimizer, with the schedule sized to this trainer's run."""
     if scheduler is None:

@@ -1,0 +1,77 @@
+"""The backbone contract: what every classification network offers to the classifier, the caption encoder,
+Grad-CAM, the feature cache and freezing. They use this interface alone, with no special case per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How a network wants its images: side in px (None: any size), mean and std of [0, 1] RGB pixels."""
+
+    size: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    fixed_size: bool = False  # True when no other size works (an MLP's input layer, a ViT's position table)
+
+    def image_size(self, requested: int | None, model_name: str) -> int | None:
+        """The side to feed: `data.image_size` when set (it must equal a fixed size), else the network's own."""
+        if requested is None:
+            return self.size
+        if self.fixed_size and requested != self.size:
+            raise ValueError(
+                f"model {model_name} only takes {self.size}x{self.size} images, but data.image_size={requested}; "
+                f"set data.image_size={self.size} (or null to follow the model)"
+            )
+        return requested
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """A classification network: `forward(x)` gives logits (N, classes) through `head`."""
+
+    feature_dim: int  # channels C of the feature map (the mlp: width of its last hidden layer)
+    spatial: bool  # False when forward_features gives (N, D) vectors, not a map (the mlp)
+    input_spec: InputSpec
+
+    @property
+    def head(self) -> nn.Linear:
+        """The classification layer, replaced when weights come with another class count."""
+        ...
+
+    @property
+    def cam_layer(self) -> nn.Module | None:
+        """The module whose output map Grad-CAM weighs; None when there is none (mlp, token-based ViT)."""
+        ...
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last feature map before pooling, (N, C, h, w); (N, D) when `spatial` is False."""
+        ...
+
+    def forward(self, x: Tensor) -> Tensor: ...
+
+
+def check_backbone(net: nn.Module, model_name: str) -> Backbone:
+    """Refuse, at build time, a network that does not keep the contract (e.g. a user's own `_target_`)."""
+    missing = [a for a in ("feature_dim", "spatial", "input_spec", "head", "cam_layer", "forward_features")
+               if not hasattr(net, a)]
+    if missing or not isinstance(net, Backbone):
+        raise TypeError(f"model {model_name} ({type(net).__name__}) does not satisfy tincap.models.backbone.Backbone: "
+                        f"it lacks {missing}")
+    if not isinstance(net.head, nn.Linear):
+        raise TypeError(f"model {model_name}: `head` must be an nn.Linear, got {type(net.head).__name__}")
+    return net
+
+
+def module_name(net: nn.Module, module: nn.Module) -> str:
+    """The dotted name of a submodule of `net` (its state-dict prefix)."""
+    for name, m in net.named_modules():
+        if m is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(net).__name__}")

@@ -1,0 +1,79 @@
+"""predict.py as a user runs it: any images, only the checkpoint, the same top-1 as eval.py; a timm model end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from scripts import closing, run
+
+from tincap.predict import load_predictor
+
+
+@pytest.fixture(scope="module")
+def trained(tin30_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A timm classifier initialised from a local timm state dict, trained one epoch on real TinyImageNet30 images."""
+    root = tmp_path_factory.mktemp("predict")
+    torch.manual_seed(0)
+    weights = root / "resnet18_random.pth"
+    torch.save(timm.create_model("resnet18", num_classes=1000).state_dict(), weights)
+    logs, cache = root / "logs", root / "cache"
+    proc = run("train.py", "data=tin30", f"data.root={tin30_small}", "model=timm", "model.arch=resnet18",
+               f"model.weights_path={weights}", "data.image_size=32", "trainer.max_epochs=1", "data.batch_size=32",
+               "trainer.precision=32-true", f"paths.log_dir={logs}", f"paths.cache_dir={cache}")
+    return {"root": root, "logs": logs, "cache": cache, **closing(proc)}
+
+
+def test_training_records_the_weights_origin_and_preprocessing(trained: dict) -> None:
+    metrics = json.loads((Path(trained["Run dir"]) / "metrics.json").read_text())
+    assert metrics["init"] == "ImageNet-1k weights (resnet18_random.pth)"  # a 1000-class head: ImageNet's classes
+    ckpt = torch.load(trained["best checkpoint"], map_location="cpu", weights_only=False)
+    info = ckpt["hyper_parameters"]["data_info"]
+    assert info["image_size"] == 32 and info["mean"] == list(timm.create_model("resnet18").pretrained_cfg["mean"])
+
+
+def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained: dict, tin30_small: Path,
+                                                                        tmp_path: Path) -> None:
+    proc = run("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}",
+               f"paths.log_dir={trained['logs']}", f"paths.cache_dir={trained['cache']}", "trainer.precision=32-true")
+    submission = {r["Id"]: int(r["Category"])
+                  for r in csv.DictReader((Path(closing(proc)["Run dir"]) / "submission.csv").open())}
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in (tin30_small / "test_set" / "test_set").iterdir():
+        shutil.copy(f.resolve(), photos / f.name)
+    (photos / "broken.jpg").write_bytes(b"this is not a JPEG")
+    ckpt = tmp_path / "model.ckpt"  # a copy: nothing of the training run or its dataset is needed
+    shutil.copy(trained["best checkpoint"], ckpt)
+    proc = run("predict.py", f"ckpt_path={ckpt}", f"images={photos}", "top_k=3", "trainer.precision=32-true",
+               f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path, env_extra={"TINCAP_DATA": str(tmp_path / "none")})
+    rows = list(csv.DictReader((Path(closing(proc)["Run dir"]) / "predictions.csv").open()))
+    classes = [line.split("\t")[1].strip() for line in (tin30_small / "class.txt").read_text().splitlines()]
+    top1 = {r["file"]: classes.index(r["class"]) for r in rows if r["rank"] == "1"}
+    assert top1 == submission  # the 40 test images, same top-1 as eval.py; broken.jpg skipped
+    assert "broken.jpg" in proc.stderr + proc.stdout
+    for name in top1:
+        probs = [float(r["probability"]) for r in rows if r["file"] == name]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert f"{sorted(top1)[0]}\t1\t" in proc.stdout  # printed too
+
+
+def test_explain_works_on_a_timm_checkpoint(trained: dict, tin30_small: Path, tmp_path: Path) -> None:
+    proc = run("explain.py", f"ckpt_path={trained['best checkpoint']}", f"images={tin30_small / 'test_set' / 'test_set'}",
+               f"paths.log_dir={tmp_path}")
+    out = Path(closing(proc)["Run dir"])
+    assert len(list((out / "unlabelled").glob("*.png"))) == 40
+    assert (out / "gradcam_grid.png").is_file()
+
+
+def test_predict_points_a_captioner_to_caption_py(tmp_path: Path) -> None:
+    ckpt = tmp_path / "captioner.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"data_info": {"vocab": {"itos": ["<pad>"]}}}}, ckpt)
+    with pytest.raises(ValueError, match=r"captioner.ckpt is a captioner checkpoint; predict.py classifies\. "
+                                         r"Caption images with python caption.py"):
+        load_predictor(ckpt)
