@@ -56,5 +56,8 @@ def test_other_backbones_encode(compose_train, model: str) -> None:
 def test_mlp_cannot_encode_for_captions(compose_train) -> None:
     cfg = compose_train("data=shapes_caption", "task=captioner", "debug=fdr", "data.shapes_per_class=4", "model=mlp",
                         "task/decoder=lstm")
-    with pytest.raises(ValueError, match=r"MLP gives features of shape .* caption encoder must be convolutional"):
+    from hydra.errors import InstantiationException
+
+    # refused as the captioner is built (the contract's `spatial`), before any data is read
+    with pytest.raises(InstantiationException, match=r"MLP has no spatial feature map \(N, C, h, w\) for a caption encoder"):
         train(cfg)

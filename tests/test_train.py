@@ -61,6 +61,7 @@ def test_same_seed_same_metrics(compose_train) -> None:
     assert {"val/acc", "val/acc_top5", "val/loss", "val/f1", "val/auroc", "test/acc"} <= set(a)
 
 
+@pytest.mark.slow  # decodes all 15,000 images and trains 2 epochs: ~100 s on a 2-core CPU (make test-full)
 def test_real_tin30_short_run_beats_chance(compose_train, tin30_root: Path) -> None:
     cfg = compose_train(
         "data=tin30", f"data.root={tin30_root}", "model=cnn", "model.widths=[32,64,128,256]",
