@@ -122,7 +122,8 @@ def load_weights(net: Backbone, path: str | Path, model_name: str | None = None)
         # a zero head starts from uniform predictions, so early steps do not push random errors into the
         # pretrained features (the head initialisation of BiT's transfer recipe)
         nn.init.zeros_(net.head.weight)
-        nn.init.zeros_(net.head.bias)
+        if net.head.bias is not None:
+            nn.init.zeros_(net.head.bias)
         log.info("loaded %s; replaced its head (%s classes) by a new zero-initialised %d-class head", path,
                  file_classes or "no", net.head.out_features)
     else:
