@@ -59,9 +59,9 @@ class Backbone(Protocol):
 
 def check_backbone(net: nn.Module, model_name: str) -> Backbone:
     """Refuse, at build time, a network that does not keep the contract (e.g. a user's own `_target_`)."""
-    missing = [a for a in ("feature_dim", "spatial", "input_spec", "head", "cam_layer", "forward_features")
-               if not hasattr(net, a)]
-    if missing or not isinstance(net, Backbone):
+    if not isinstance(net, Backbone):  # a runtime_checkable Protocol: every member must be present
+        missing = [a for a in ("feature_dim", "spatial", "input_spec", "head", "cam_layer", "forward_features")
+                   if not hasattr(net, a)]
         raise TypeError(f"model {model_name} ({type(net).__name__}) does not satisfy tincap.models.backbone.Backbone: "
                         f"it lacks {missing}")
     if not isinstance(net.head, nn.Linear):

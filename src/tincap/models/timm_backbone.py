@@ -99,8 +99,12 @@ class TimmBackbone(nn.Module):
     def cam_layer(self) -> nn.Module | None:
         return None if self.tokens else self.feature_map
 
+    def _timm_features(self, x: Tensor) -> Tensor:
+        """timm's own output before its head, through the Grad-CAM point: (N, C, h, w), or (N, L, C) tokens."""
+        return self.feature_map(self.model.forward_features(x))
+
     def forward_features(self, x: Tensor) -> Tensor:
-        feats = self.feature_map(self.model.forward_features(x))
+        feats = self._timm_features(x)
         if not self.tokens:
             return feats  # (N, C, h, w)
         patches = feats[:, self.model.num_prefix_tokens:]  # drop class/register tokens: (N, h*w, C)
@@ -108,4 +112,4 @@ class TimmBackbone(nn.Module):
         return patches.transpose(1, 2).reshape(len(x), -1, side, side)  # (N, C, h, w)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model.forward_head(self.feature_map(self.model.forward_features(x)))  # (N, classes)
+        return self.model.forward_head(self._timm_features(x))  # (N, classes)
