@@ -24,6 +24,7 @@ from tincap.data.captions import (
     split_by_image,
 )
 from tincap.data.vocab import Vocabulary, tokenize
+from tincap.errors import InvalidInput, MissingInput, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 6  # the sample: all rows of the first few images, including CSV-quoted captions with commas
@@ -328,6 +329,7 @@ def test_bad_input_names_file_and_line(
     with pytest.raises(exc_type) as info:
         read_captions(root)
     message = str(info.value)
+    assert isinstance(info.value, UserError), type(info.value)
     assert file_name in message, message
     assert location in message.split(file_name, 1)[1], message
     if case == "json_syntax":
@@ -341,7 +343,8 @@ def test_uncaptioned_images_raise_unless_allowed(
     root = make_dataset(tmp_path / "ds", flickr_root, images)
     kept = [line for line in sample_lines if not line.startswith(images[-1] + ",")]
     (root / "captions.txt").write_text("\n".join(kept) + "\n")
-    with pytest.raises(ValueError, match=r"1 image\(s\) in .*images have no caption in .*captions\.txt"):
+    with pytest.raises(InvalidInput, match=r"1 image\(s\) in .*images have no caption in .*captions\.txt.*"
+                                          r"set data\.allow_uncaptioned=true to leave them out"):
         read_captions(root)
     with pytest.warns(UserWarning, match=r"1 image\(s\)"):
         records = read_captions(root, allow_uncaptioned=True)
@@ -352,10 +355,10 @@ def test_uncaptioned_images_raise_unless_allowed(
 def test_missing_folders_and_files(tmp_path: Path, flickr_root: Path, sample_records: list[CaptionRecord]) -> None:
     (tmp_path / "a").mkdir()
     write_token(tmp_path / "a" / "Flickr8k.token.txt", sample_records)
-    with pytest.raises(FileNotFoundError, match=r"a/images not found"):
+    with pytest.raises(MissingInput, match=r"a/images not found"):
         read_captions(tmp_path / "a")
     root = make_dataset(tmp_path / "b", flickr_root, unique(sample_records))
-    with pytest.raises(FileNotFoundError, match=r"no captions file .*captions\.txt"):
+    with pytest.raises(MissingInput, match=r"no captions file .*captions\.txt.*set data\.captions_file="):
         read_captions(root)
 
 
@@ -366,10 +369,10 @@ def test_split_list_names_without_captions(
     root = make_dataset(tmp_path / "ds", flickr_root, images)
     (root / "Flickr_8k.trainImages.txt").write_text("\n".join(images[:4]) + "\n")
     (root / "Flickr_8k.devImages.txt").write_text(f"{images[4]}\nnot_captioned.jpg\n{images[5]}\n")
-    with pytest.raises(ValueError, match=r"Flickr_8k\.devImages\.txt:2: image 'not_captioned\.jpg' has no captions"):
+    with pytest.raises(InvalidInput, match=r"Flickr_8k\.devImages\.txt:2: image 'not_captioned\.jpg' has no captions"):
         split_by_image(sample_records, root)
     (root / "Flickr_8k.devImages.txt").write_text(f"{images[4]}\n{images[0]}\n")
-    with pytest.raises(ValueError, match=r"trainImages\.txt and .*devImages\.txt share 1 image"):
+    with pytest.raises(InvalidInput, match=r"trainImages\.txt and .*devImages\.txt share 1 image"):
         split_by_image(sample_records, root)
     (root / "Flickr_8k.devImages.txt").write_text(f"{images[4]}\n")
     (root / "Flickr_8k.testImages.txt").write_text(f"{images[5]}\n")

@@ -15,13 +15,14 @@ from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tincap.caption import caption_files
-from tincap.data.base import image_paths
-from tincap.data.cache import state_digest
+from tincap.checkpoints import load_captioner
 from tincap.data.captioning import CaptionData
+from tincap.data.image_files import image_paths
 from tincap.data.transforms import BatchTransform
 from tincap.models.cnn import CNN
 from tincap.models.decoding import beam_search, greedy_decode
-from tincap.tasks.captioner import Captioner, load_captioner
+from tincap.models.digest import state_digest
+from tincap.tasks.captioner import Captioner
 from tincap.train import build_task
 
 CAPTION_KEYS = ["test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/cider", "test/cosine",
@@ -126,9 +127,10 @@ def test_caption_py_bad_inputs(coco_run: dict, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"empty: the folder holds no"):
         image_paths(tmp_path / "empty")
     classifier_like = tmp_path / "not_a_captioner.ckpt"
-    torch.save({"hyper_parameters": {"model_cfg": {"name": "cnn"}, "data_info": {"class_names": ["a"]}}},
+    torch.save({"state_dict": {}, "hyper_parameters": {"model_cfg": {"name": "cnn"}, "data_info": {"class_names": ["a"]}}},
                classifier_like)
-    with pytest.raises(ValueError, match=r"not_a_captioner\.ckpt is not a tincap captioner checkpoint"):
+    with pytest.raises(ValueError, match=r"not_a_captioner\.ckpt is a classifier checkpoint, but this command needs a "
+                                         r"captioner"):
         load_captioner(classifier_like)
 
 

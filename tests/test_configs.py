@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytest
 import torch
-from omegaconf import open_dict
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tincap.models import build_network
+from tincap.models import INIT_KEYS, build_network
 from tincap.train import instantiate_all
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -17,6 +24,90 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every leaf a config file sets; lists, null and empty dicts are leaves."""
+    if not isinstance(node, dict) or not node:
+        return {prefix: node}
+    found: dict[str, Any] = {}
+    for key, value in node.items():
+        found.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return found
+
+
+def file_settings(group: str, name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The leaves a group option sets and the group options it picks, those of options it extends included
+    (its own values win, as `_self_` comes last)."""
+    path = CONF / group / f"{name}.yaml"
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    package = "" if "# @package _global_" in path.read_text() else group
+    values: dict[str, Any] = {}
+    choices: dict[str, str] = {}
+    for entry in raw.pop("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            parent_values, parent_choices = file_settings(group, entry)
+            values.update(parent_values)
+            choices.update(parent_choices)
+        elif isinstance(entry, dict):
+            choices.update({key.removeprefix("override /"): option for key, option in entry.items()})
+    for key, value in leaves(raw, package).items():
+        values = {k: v for k, v in values.items() if not k.startswith(key + ".")}
+        values[key] = value
+    return values, choices
+
+
+def at(container: dict[str, Any], dotted: str) -> Any:
+    node: Any = container
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"{dotted} is not in the composed config"
+        node = node[part]
+    return node
+
+
+def assert_sets(cfg: DictConfig, group: str, name: str) -> None:
+    """Every value the option's file sets is in the composed config, and every group option it picks was chosen."""
+    composed = OmegaConf.to_container(cfg, resolve=False)  # interpolations as written, as in the file
+    values, choices = file_settings(group, name)
+    assert values, f"{group}/{name}.yaml sets nothing"
+    for key, value in values.items():
+        assert at(composed, key) == value, f"{group}={name}: {key}"
+    for sub, option in choices.items():
+        assert cfg.hydra.runtime.choices[sub] == option, f"{group}={name}: {sub}"
+
+
+def target_parameters(target: str) -> set[str] | None:
+    """Keyword arguments a `_target_` takes (following **kwargs up the class hierarchy); None when it takes any."""
+    obj = hydra.utils.get_object(target)
+    names: set[str] = set()
+    for owner in obj.__mro__ if inspect.isclass(obj) else [obj]:
+        init = owner.__dict__.get("__init__") if inspect.isclass(obj) else owner
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def unconsumed_keys(cfg: DictConfig) -> list[str]:
+    """Keys under a `_target_` that its constructor does not take: set, but read by nothing."""
+    dead: list[str] = []
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        if "_target_" in node:
+            taken = target_parameters(node["_target_"])
+            read_elsewhere = INIT_KEYS if path == "model" else ()  # tincap.models reads these, not the constructor
+            dead.extend(f"{path}.{k}" for k in node if not k.startswith("_") and taken is not None
+                        and k not in taken and k not in read_elsewhere)
+        for key, value in node.items():
+            walk(value, f"{path}.{key}" if path else key)
+
+    walk({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}, "")
+    return dead
 
 
 def test_groups_exist() -> None:
@@ -75,19 +166,107 @@ def test_logger_and_callbacks(compose_train, logger: str) -> None:
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
-def test_experiments_compose(compose_train, experiment: str) -> None:
+def test_experiments_compose_to_what_they_set(compose_train, experiment: str) -> None:
     cfg = compose_train(f"experiment={experiment}")
-    assert cfg.task_name != "train"
+    assert cfg.task_name == experiment  # its runs go to outputs/<experiment>/
+    assert cfg.hydra.runtime.choices.experiment == experiment
     assert "_target_" in cfg.data and "_target_" in cfg.model
+    assert_sets(cfg, "experiment", experiment)
+    assert experiment.split("_")[0] in cfg.tags  # the dataset is a tag, so report.py tables can be filtered by it
+    assert unconsumed_keys(cfg) == []
+
+
+def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
+    """Spot checks that the composed values are what gets built, not only what the config holds."""
+    cfg = compose_train("experiment=tin30_cnn_aug")
+    assert cfg.data.augment == {"crop_padding": 4, "flip": True, "color_jitter": 0.0, "trivial_augment": True,
+                                "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 1.0}  # tin30 + tin30_cnn + own
+    assert cfg.model.dropout == 0.3 and list(cfg.model.widths) == [64, 128, 256, 512]
+    net = build_network(cfg.model, num_classes=30)
+    opt = hydra.utils.instantiate(cfg.optimizer)(net.parameters())
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.defaults["lr"] == 0.1 and opt.defaults["weight_decay"] == 5.0e-4 and opt.defaults["nesterov"]
+    assert cfg.scheduler._target_.endswith("onecycle") and cfg.scheduler.pct_start == 0.25
+    cfg = compose_train("experiment=cifar10_scratch")
+    assert cfg.model.weights_path is None  # finetune_from: null, through the parent's ${finetune_from}
+    assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
+
+
+DEBUG_SETS = {  # what each debug option must leave in the composed config, stated again so a no-op merge fails
+    "fdr": {"trainer.fast_dev_run": True, "trainer.max_epochs": 1, "trainer.precision": 32, "logger": None,
+            "callbacks.model_checkpoint": None, "callbacks.early_stopping": None, "callbacks.lr_monitor": None},
+    "limit": {"trainer.max_epochs": 2, "trainer.limit_train_batches": 5, "trainer.limit_val_batches": 3,
+              "trainer.limit_test_batches": 3},
+    "overfit": {"trainer.max_epochs": 30, "trainer.overfit_batches": 3, "data.augment": None,
+                "callbacks.early_stopping": None},
+}
 
 
 @pytest.mark.parametrize("debug", options("debug"))
-def test_debug_options_compose(compose_train, debug: str) -> None:
-    cfg = compose_train(f"debug={debug}")
+def test_debug_options_compose_to_what_they_set(compose_train, debug: str) -> None:
+    assert set(DEBUG_SETS) == set(options("debug"))
+    # on top of an experiment: debug comes last in the defaults list, so it wins over the experiment's values
+    cfg = compose_train("experiment=tin30_cnn_aug", f"debug={debug}")
     assert cfg.task_name == "debug"
+    assert_sets(cfg, "debug", debug)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    for key, value in DEBUG_SETS[debug].items():
+        assert at(composed, key) == value, key
+    callbacks = {type(c) for c in instantiate_all(cfg.callbacks)}
+    if debug in ("fdr", "overfit"):
+        assert EarlyStopping not in callbacks
+    if debug == "fdr":
+        assert not callbacks & {ModelCheckpoint, LearningRateMonitor} and instantiate_all(cfg.logger) == []
+    assert unconsumed_keys(cfg) == []
+
+
+@pytest.mark.parametrize("debug", [None, "overfit"])
+def test_overfit_batches_are_not_augmented(compose_train, debug: str | None) -> None:
+    """The training batches of tin30_cnn_aug (crop, flip, TrivialAugment, MixUp/CutMix on every batch) on tiny
+    generated shapes: augmented without a debug option, exactly the evaluation batches with debug=overfit."""
+    cfg = compose_train("experiment=tin30_cnn_aug", "data=shapes", "data.n_per_class=4", "data.image_size=16",
+                        *([f"debug={debug}"] if debug else []))
+    dm = hydra.utils.instantiate(cfg.data)
+    first = list(range(16))
+    x_train, y_train = dm.dataset("train", train=True).__getitems__(first)
+    x_eval, y_eval = dm.dataset("train", train=False).__getitems__(first)
+    if debug is None:
+        assert y_train.ndim == 2 and not torch.equal(x_train, x_eval)  # the check below can fail
+    else:
+        assert torch.equal(x_train, x_eval) and torch.equal(y_train, y_eval)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "gpus"),
+    [
+        (["trainer=cpu"], None),
+        (["trainer=default"], None),
+        (["trainer=gpu", "trainer.devices=2"], 2),
+        (["trainer=ddp", "trainer.accelerator=cuda", "trainer.devices=4", "trainer.num_nodes=2"], 4),
+        (["trainer=ddp"], 2),  # accelerator auto: ask for the GPUs, auto then uses them
+        (["trainer=ddp", "trainer.accelerator=cpu"], None),
+    ],
+)
+def test_slurm_asks_for_gpus_only_for_a_gpu_trainer(compose_train, trainer: list[str], gpus: int | None) -> None:
+    """`python train.py -m hydra/launcher=slurm trainer=...`: a CPU trainer asks SLURM for no GPU at all
+    (null: submitit writes no --gpus-per-node line), a GPU trainer for trainer.devices per node."""
+    cfg = compose_train("hydra/launcher=slurm", *trainer)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == gpus
+    assert launcher.tasks_per_node == cfg.trainer.devices  # one task per device, as Lightning expects under SLURM
+    assert launcher.nodes == cfg.trainer.get("num_nodes", 1)
+
+
+def test_slurm_refuses_a_gpu_trainer_without_a_device_count(compose_train) -> None:
+    cfg = compose_train("hydra/launcher=slurm", "trainer=gpu", "trainer.devices=auto")
+    with pytest.raises(Exception, match=r"trainer.devices=auto is not a count"):
+        _ = cfg.hydra.launcher.gpus_per_node
 
 
 def test_data_options_compose(compose_train) -> None:
     for name in options("data"):
         cfg = compose_train(f"data={name}")
         assert cfg.data._target_.startswith("tincap.data.")
+        assert_sets(cfg, "data", name)
+        assert unconsumed_keys(cfg) == []

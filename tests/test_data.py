@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from rich.console import Console
 
+import tincap.progress
 from tincap.data.base import stratified_split
-from tincap.data.cache import cached_decode, decode_image, fingerprint
+from tincap.data.cache import cached_decode, decode_files, decode_image, fingerprint
+from tincap.data.captioning import CaptionData
 from tincap.data.cifar10 import CIFAR10
 from tincap.data.imagefolder import ImageFolderData
 from tincap.data.shapes import ShapesData
 from tincap.data.tin30 import TinyImageNet30
 from tincap.data.transforms import BatchTransform, random_crop
+from tincap.errors import InvalidInput, MissingInput, UserError
 
 
 def copy_tin30(src: Path, dst: Path, per_class: int = 3, classes: int = 30) -> Path:
@@ -169,19 +176,19 @@ def test_batch_transform_normalises_and_augments() -> None:
 # ---- bad input: each raises a message that names the path and what was expected -----------------
 
 def test_missing_dataset_folder(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"does not exist.*class\.txt"):
+    with pytest.raises(MissingInput, match=r"does not exist.*class\.txt"):
         TinyImageNet30(root=tmp_path / "nope").setup()
 
 
 def test_missing_class_file(tmp_path: Path) -> None:
     (tmp_path / "train_set").mkdir()
-    with pytest.raises(FileNotFoundError, match="class.txt"):
+    with pytest.raises(MissingInput, match="class.txt"):
         TinyImageNet30(root=tmp_path).setup()
 
 
 def test_malformed_class_file(tmp_path: Path) -> None:
     (tmp_path / "class.txt").write_text("0\tbaboon\nbanana\n")
-    with pytest.raises(ValueError, match=r"class\.txt:2: expected 'idx<TAB>classname'"):
+    with pytest.raises(InvalidInput, match=r"class\.txt:2: expected 'idx<TAB>classname'"):
         TinyImageNet30(root=tmp_path).setup()
 
 
@@ -189,14 +196,14 @@ def test_empty_class_folder(tin30_root: Path, tmp_path: Path) -> None:
     root = copy_tin30(tin30_root, tmp_path / "t", classes=3)
     for f in (root / "train_set" / "train_set" / "bee").iterdir():
         f.unlink()
-    with pytest.raises(ValueError, match=r"bee is empty; expected image files"):
+    with pytest.raises(InvalidInput, match=r"bee is empty; expected image files"):
         TinyImageNet30(root=root).setup()
 
 
 def test_class_file_and_folders_disagree(tin30_root: Path, tmp_path: Path) -> None:
     root = copy_tin30(tin30_root, tmp_path / "t", classes=3)
     (root / "train_set" / "train_set" / "bee").rename(root / "train_set" / "train_set" / "honeybee")
-    with pytest.raises(ValueError, match=r"disagree: no folder for \['bee'\].*not in the class list \['honeybee'\]"):
+    with pytest.raises(InvalidInput, match=r"disagree: no folder for \['bee'\].*not in the class list \['honeybee'\]"):
         TinyImageNet30(root=root).setup()
 
 
@@ -225,12 +232,152 @@ def test_all_images_unreadable(tmp_path: Path) -> None:
     (tmp_path / "train" / "a").mkdir(parents=True)
     for i in range(3):
         (tmp_path / "train" / "a" / f"{i}.jpg").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"none of the 3 images could be decoded"):
+    with pytest.raises(InvalidInput, match=r"none of the 3 images could be decoded"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ImageFolderData(root=tmp_path).setup()
 
 
 def test_imagefolder_without_train(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"train does not exist; expected .*/train/<class>/<images>"):
+    with pytest.raises(MissingInput, match=r"train does not exist; expected .*/train/<class>/<images>"):
         ImageFolderData(root=tmp_path).setup()
+
+
+def write_pngs(folder: Path, n: int, size: tuple[int, int] = (20, 24)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    return sorted(folder.glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "make", [TinyImageNet30, ImageFolderData, CIFAR10, CaptionData], ids=["tin30", "imagefolder", "cifar10", "captions"]
+)
+def test_missing_data_root_is_a_user_error(make: type, tmp_path: Path) -> None:
+    root = tmp_path / "nowhere"
+    with pytest.raises(MissingInput) as info:
+        make(root=root).setup()
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and isinstance(info.value, FileNotFoundError)
+    assert message.startswith(f"data.root={root}: "), message
+    assert "expected" in message and "Set data.root=/path/to/" in message, message
+
+
+def _no_train_set(root: Path) -> None:
+    (root / "class.txt").write_text("0\tbaboon\n1\tbee\n")
+
+
+def _class_listed_twice(root: Path) -> None:
+    (root / "class.txt").write_text("0\tbaboon\n1 bee\n1\tcat\n")
+
+
+def _files_without_class_folders(root: Path) -> None:
+    write_pngs(root / "train", 2)
+
+
+def _empty_test_folder(root: Path) -> None:
+    write_pngs(root / "train" / "a", 2)
+    write_pngs(root / "train" / "b", 2)
+    (root / "test").mkdir()
+
+
+def _images_of_two_sizes(root: Path) -> None:
+    write_pngs(root / "train" / "a", 2, size=(20, 24))
+    write_pngs(root / "train" / "b", 2, size=(24, 20))
+
+
+@pytest.mark.parametrize(
+    ("make", "layout", "kind", "patterns"),
+    [
+        (TinyImageNet30, _no_train_set, MissingInput,
+         [r"^data\.root=.*: TinyImageNet30 train set: folder .*/train_set does not exist",
+          r"Set data\.root=/path/to/tinyimagenet30$"]),
+        (TinyImageNet30, _class_listed_twice, InvalidInput,
+         [r"class\.txt:3: class index 1 appears twice; expected each index once", r"or set data\.root to another"]),
+        (ImageFolderData, _files_without_class_folders, InvalidInput,
+         [r"^data\.root=.*: imagefolder train set: .*/train has no class sub-folders; expected .*/train/<class_name>/",
+          r"Set data\.root=/path/to/imagefolder$"]),
+        (ImageFolderData, _empty_test_folder, InvalidInput,
+         [r"^data\.root=.*/test holds no images and no class folders; expected test/<images> or test/<class>/<images>",
+          r"set data\.root=/path/to/imagefolder$"]),
+        (ImageFolderData, _images_of_two_sizes, InvalidInput,
+         [r"have different sizes .*expected one size when data\.image_size=null", r"Set e\.g\. data\.image_size=64"]),
+    ],
+    ids=["tin30-no-train-set", "tin30-class-twice", "imagefolder-flat-train", "imagefolder-empty-test", "mixed-sizes"],
+)
+def test_ill_formed_dataset_is_a_user_error(
+    make: type, layout: Callable[[Path], None], kind: type, patterns: list[str], tmp_path: Path
+) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    layout(root)
+    with pytest.raises(kind) as info:
+        make(root=root, image_size=None).setup()
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "data." in message, message
+    for pattern in patterns:
+        assert re.search(pattern, message), (pattern, message)
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "shown"),
+    [
+        (ShapesData, {"n_per_class": 0},
+         "data.n_per_class=0: expected an integer >= 1 images per class. Set e.g. data.n_per_class=200"),
+        (ShapesData, {"test_ratio": 1.0}, "data.test_ratio=1.0: expected a fraction in [0, 1)"),
+        (TinyImageNet30, {"root": "x", "val_ratio": -0.1}, "data.val_ratio=-0.1: expected a fraction in [0, 1)"),
+        (ImageFolderData, {"root": "x", "batch_size": 0}, "data.batch_size=0: expected an integer >= 1"),
+        (CaptionData, {"shapes_per_class": 2, "max_len": 1}, "data.max_len=1: expected an integer >= 2 tokens"),
+        (CaptionData, {}, "data.root=null: a caption dataset needs a folder"),
+    ],
+    ids=["n_per_class", "test_ratio", "val_ratio", "batch_size", "max_len", "no-root"],
+)
+def test_impossible_data_values_are_user_errors(make: type, kwargs: dict, shown: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        make(**kwargs)
+    assert str(info.value).startswith(shown), str(info.value)
+
+
+def test_shapes_at_a_size_too_small_to_draw() -> None:
+    dm = ShapesData(n_per_class=1, image_size=8)
+    with pytest.raises(InvalidInput, match=r"^data\.image_size=8: expected a side >= 16 pixels"):
+        dm.setup()
+
+
+def test_decoding_reports_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    files = write_pngs(tmp_path / "imgs", 7)
+    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 60.0)
+    decode_files(files, 16, threads=3, description="my set")
+    assert capsys.readouterr().err == ""  # loops quicker than SHOW_AFTER_S stay silent
+    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
+    decoded = decode_files(files, 16, threads=3, description="my set")
+    captured = capsys.readouterr()
+    np.testing.assert_array_equal(decoded.images, np.stack([decode_image(f, 16) for f in files]))
+    # stderr is not a terminal here, as in a log file: one final line, no redraws
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and re.match(r"decoding my set\b.* 7/7 ", lines[0]), captured.err
+    assert captured.out == ""
+
+
+def test_shapes_generation_reports_progress(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
+    ShapesData(n_per_class=2, image_size=16).setup()
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.match(r"drawing shapes\b.* 60/60 ", line), line
+
+
+def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    console = Console(record=True, force_terminal=True, width=100)
+    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 60.0)
+    with tincap.progress.progress(3, "counting", console=console) as advance:
+        for _ in range(3):
+            advance(1)
+    assert console.export_text() == ""  # done before SHOW_AFTER_S: no bar
+    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
+    with tincap.progress.progress(3, "counting", console=console) as advance:
+        for _ in range(3):
+            advance(1)
+    text = console.export_text()
+    assert re.search(r"counting .*3/3", text), text

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import stat
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from tincap.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from tincap.errors import InvalidInput
+from tincap.evaluate import evaluate
 from tincap.evaluation.figures import (
     confusion_matrix_figure,
     per_class_rows,
@@ -20,6 +24,7 @@ from tincap.evaluation.figures import (
     write_per_class_csv,
 )
 from tincap.evaluation.submission import score_submission, write_submission
+from tincap.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEST_DPI = 60  # keep rendering cheap; the machine is shared with training jobs
@@ -300,3 +305,61 @@ def test_score_submission_rejects_bad_files(tmp_path: Path) -> None:
     good.write_text("Id,Category\na.jpg,0\n")
     with pytest.raises(ValueError, match="bad_labels.csv"):
         score_submission(good, bad_labels)
+
+
+# --------------------------------------------------------------------------- eval.py split=test, test unlabelled
+
+
+def _tinted_folder(root: Path) -> list[str]:
+    """3 faintly tinted noise classes, 6 train and 2 val PNGs each, and 5 unlabelled test PNGs; returns the test ids."""
+    rng = np.random.default_rng(0)
+    tints = [(128, 112, 112), (112, 128, 112), (112, 112, 128)]
+    for split, n in (("train", 6), ("val", 2)):
+        for c, tint in enumerate(tints):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                image = np.clip(rng.normal(tint, 60, (16, 16, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(root / split / f"class{c}" / f"{i}.png"), image)
+    (root / "test").mkdir()
+    ids = [f"t{i}.png" for i in range(5)]
+    for i, name in enumerate(ids):
+        cv2.imwrite(str(root / "test" / name), np.clip(rng.normal(tints[i % 3], 60, (16, 16, 3)), 0, 255).astype(np.uint8))
+    return ids
+
+
+def test_eval_split_test_on_an_unlabelled_test_split_scores_nothing_else(compose_train, tmp_path: Path) -> None:
+    root = tmp_path / "folder"
+    test_ids = _tinted_folder(root)
+    cfg = compose_train("data=imagefolder", f"data.root={root}", "data.image_size=16", "data.batch_size=4",
+                        "model=mlp", "trainer.max_epochs=1", "logger=csv")
+    _, objects = train(cfg)
+    trained_submission = (Path(cfg.paths.output_dir) / "submission.csv").read_text()
+
+    def evaluate_with(*overrides: str) -> tuple[dict, Path]:
+        ev = compose_train(f"ckpt_path={objects['best_ckpt']}", *overrides, config_name="eval")
+        return evaluate(ev), Path(ev.paths.output_dir)
+
+    # the test loop would fall back to the val split: no metric at all, only the submission
+    metrics, out = evaluate_with("split=test")
+    assert metrics == {"split": "test"} and json.loads((out / "metrics.json").read_text()) == metrics
+    rows = list(csv.reader((out / "submission.csv").open()))
+    assert [r[0] for r in rows[1:]] == test_ids
+    assert (out / "submission.csv").read_text() == trained_submission
+    assert not (out / "per_class.csv").exists() and not (out / "confusion_matrix.png").exists()
+
+    # with an answer key, test/acc is the submission's accuracy against it: here 3 of 5 rows agree with the key
+    predicted = {r[0]: int(r[1]) for r in rows[1:]}
+    key = tmp_path / "key.csv"
+    key.write_text("Id,Category\n" + "".join(
+        f"{name},{predicted[name] if i % 2 == 0 else (predicted[name] + 1) % 3}\n" for i, name in enumerate(test_ids)))
+    metrics, _ = evaluate_with("split=test", f"labels_csv={key}")
+    assert set(metrics) == {"split", "test/acc", "test/acc_top5"} and metrics["test/acc"] == pytest.approx(3 / 5)
+
+    with pytest.raises(InvalidInput, match=r"^split=train: .*has the splits test, train, val"):
+        evaluate_with("split=train")
+    no_test = tmp_path / "no_test"
+    no_test.mkdir()
+    for split in ("train", "val"):
+        (no_test / split).symlink_to(root / split)
+    with pytest.raises(InvalidInput, match=r"^split=test: .*has no test split, only train, val"):
+        evaluate_with("split=test", f"data.root={no_test}")

@@ -15,12 +15,12 @@ from PIL import Image
 from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tincap.checkpoints import load_classifier
+from tincap.data.image_files import find_images
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import BatchTransform
 from tincap.evaluation.gradcam import cam_layer
-from tincap.explain import find_images
 from tincap.models.mlp import MLP
-from tincap.tasks.classifier import load_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["blue_square", "red_circle"]  # sorted: the label order imagefolder gives them
@@ -111,10 +111,11 @@ def check_heatmaps(run_dir: Path, rows: list[dict[str, str]], photos: list[Path]
         assert np.abs(over - np.asarray(photo, dtype=np.float32)).mean() > 10
 
 
-@pytest.mark.parametrize("model", ["cnn", "resnet", "alexnet"])
+@pytest.mark.parametrize("model", ["cnn", pytest.param("resnet", marks=pytest.mark.slow),
+                                   pytest.param("alexnet", marks=pytest.mark.slow)])
 def test_overlays_sorted_by_the_models_own_predictions(base: Path, checkpoints: dict, model: str) -> None:
     ckpt = train(base, model, checkpoints)
-    split = "data.split=val" if model == "resnet" else "split=val"  # both spellings
+    split = "split=val" if model == "resnet" else "data.split=val"  # both spellings
     run_dir = explain(base, ckpt, split, "n=null")  # the 8 val images: 4 pictures x 2 conflicting labels
     rows = read_rows(run_dir)
     written = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob("*/*.png"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torchvision.models import alexnet as tv_alexnet, resnet18 as tv_resnet18
 
+from tincap.errors import UserError
 from tincap.models import build_network
 from tincap.models.alexnet import AlexNet
 from tincap.models.cnn import CNN
@@ -75,10 +76,10 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_or_garbage_weights_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope.pth not found"):
+    with pytest.raises(FileNotFoundError, match=r"model.weights_path=.*nope.pth: file not found"):
         build_network({**CNN_CFG, "weights_path": str(tmp_path / "nope.pth")}, 3)
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ValueError, match=r"junk.pth is not a readable torch file .*expected a tincap .ckpt or a torch state-dict .pth"):
+    with pytest.raises(ValueError, match=r"junk.pth is not a readable torch file .*expected a tincap .ckpt or a state-dict .pth"):
         build_network({**CNN_CFG, "weights_path": str(tmp_path / "junk.pth")}, 3)
 
 
@@ -96,5 +97,5 @@ def test_download_weights_offline_message(monkeypatch: pytest.MonkeyPatch) -> No
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(ResNet18_Weights.DEFAULT.__class__, "get_state_dict", offline)
-    with pytest.raises(RuntimeError, match=r"could not download torchvision weights resnet18/DEFAULT.*weights_path"):
+    with pytest.raises(UserError, match=r"could not download torchvision weights resnet18/DEFAULT.*weights_path"):
         ResNet(10, weights="DEFAULT")

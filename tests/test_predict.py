@@ -12,7 +12,7 @@ import timm
 import torch
 from scripts import closing, run
 
-from tincap.predict import load_predictor
+from tincap.checkpoints import load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,6 @@ def test_explain_works_on_a_timm_checkpoint(trained: dict, tin30_small: Path, tm
 def test_predict_points_a_captioner_to_caption_py(tmp_path: Path) -> None:
     ckpt = tmp_path / "captioner.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"data_info": {"vocab": {"itos": ["<pad>"]}}}}, ckpt)
-    with pytest.raises(ValueError, match=r"captioner.ckpt is a captioner checkpoint; predict.py classifies\. "
-                                         r"Caption images with python caption.py"):
-        load_predictor(ckpt)
+    with pytest.raises(ValueError, match=r"captioner.ckpt is a captioner checkpoint, but this command needs a "
+                                         r"classifier checkpoint; use it with caption\.py"):
+        load_classifier(ckpt)

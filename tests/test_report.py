@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from scripts import run
 
-from tincap.evaluation.report import load_run, read_curve
+from tincap.evaluation.report import load_run, read_curve, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,9 @@ def test_multirun_makes_four_run_dirs(sweep: Path) -> None:
 def test_report_has_a_row_per_run_with_its_logged_numbers(sweep: Path, report: dict) -> None:
     rows = report["rows"]
     assert len(rows) == 4
-    assert list(rows[0])[:3] == ["run", "overrides", "model"]
+    assert list(rows[0])[:4] == ["run", "overrides", "tags", "model"]
     for row in rows:
+        assert row["tags"] == "dev"  # train.yaml's tags: [dev]
         metrics = json.loads((sweep / row["run"] / "metrics.json").read_text())
         for key in NUMBERS:
             assert float(row[key]) == metrics[key], (row["run"], key)
@@ -97,6 +98,23 @@ def test_out_and_several_dirs(sweep: Path, tmp_path: Path) -> None:
         metrics = json.loads((sweep / row["run"] / "metrics.json").read_text())
         assert float(row["val/acc_top5"]) == metrics["val/acc_top5"]
     assert not (jobs[0] / "report.csv").exists()
+
+
+def test_each_run_reports_its_own_tags(sweep: Path, tmp_path: Path) -> None:
+    """Tags come from each run's saved config.yaml, comma-joined, in report.csv and report.md."""
+    tags = {"a": ["tin30", "cnn", "aug"], "b": ["shapes"], "c": None}
+    for (name, run_tags), job in zip(tags.items(), ("0", "1", "2")):
+        shutil.copytree(sweep / job, tmp_path / name, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+        config = yaml.safe_load((tmp_path / name / "config.yaml").read_text())
+        config["tags"] = run_tags
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(config))
+    write_report([tmp_path])
+    with open(tmp_path / "report.csv", newline="") as fh:
+        assert {r["run"]: r["tags"] for r in csv.DictReader(fh)} == {"a": "tin30, cnn, aug", "b": "shapes", "c": ""}
+    md = (tmp_path / "report.md").read_text()
+    table = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[2] for line in md.splitlines()
+             if line.startswith("| ") and not line.startswith("| run ")}
+    assert table == {"a": "tin30, cnn, aug", "b": "shapes", "c": "-"}
 
 
 def test_run_without_events_is_noted_and_left_out_of_curves(sweep: Path, tmp_path: Path) -> None:

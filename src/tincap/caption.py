@@ -9,11 +9,12 @@ import torch
 from omegaconf import DictConfig
 
 from tincap.atomic import atomic_write_csv
-from tincap.data.base import image_paths
+from tincap.checkpoints import load_captioner
 from tincap.data.cache import decode_files
+from tincap.data.image_files import image_paths
 from tincap.data.transforms import BatchTransform
-from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
-from tincap.tasks.captioner import Captioner, load_captioner
+from tincap.entry import Outcome, task_wrapper
+from tincap.tasks.captioner import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,13 @@ def caption_files(task: Captioner, files: list[Path], beam: int, batch_size: int
     return [(files[i], c) for i, c in zip(decoded.kept.tolist(), captions)]
 
 
-def run(cfg: DictConfig) -> list[tuple[Path, str]]:
-    quiet_known_warnings()
-    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+@task_wrapper
+def run(cfg: DictConfig) -> Outcome:
     task = load_captioner(cfg.ckpt_path)
     beam = int(cfg.beam if cfg.beam is not None else task.hparams.beam_size)
     results = caption_files(task, image_paths(cfg.images), beam, cfg.batch_size)
-    for path, caption in results:
-        print(f"{path.name}\t{caption}")
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(cfg.paths.output_dir) / "captions.csv"
     atomic_write_csv(out, ["image", "caption"], [[p.name, c] for p, c in results])
     log.info("captioned %d image(s) with beam %d -> %s", len(results), beam, out)
-    print(closing_line(Path(cfg.paths.output_dir), str(cfg.ckpt_path), None), flush=True)
-    return results
+    return Outcome(lines=[f"{path.name}\t{caption}" for path, caption in results], best_ckpt=str(cfg.ckpt_path),
+                   value=results)

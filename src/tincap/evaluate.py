@@ -10,13 +10,13 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tincap.checkpoint_io import AtomicCheckpointIO
+from tincap.checkpoints import AtomicCheckpointIO, load_task
+from tincap.entry import Outcome, task_wrapper
+from tincap.errors import InvalidInput
 from tincap.evaluation.submission import read_id_category_csv, write_submission
-from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings, write_metrics
-from tincap.tasks import load_task
+from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def data_config(cfg: DictConfig, task: L.LightningModule) -> DictConfig:
         return user
     saved = (task.hparams.data_info or {}).get("data_cfg")
     if not saved:
-        raise ValueError(f"{cfg.ckpt_path} does not record its dataset; add data=tin30 (or cifar10, imagefolder, "
+        raise InvalidInput(f"ckpt_path={cfg.ckpt_path} does not record its dataset; add data=tin30 (or cifar10, imagefolder, "
                          "shapes, captions) and data.root=...")
     given = {k: v for k, v in OmegaConf.to_container(user, resolve=True).items() if v is not None}
     return OmegaConf.merge(OmegaConf.create(saved), given)
@@ -50,11 +50,11 @@ def datamodule_for(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataM
     dm = hydra.utils.instantiate(data_cfg)
     if captioner != hasattr(dm, "references"):
         kind = "captioner" if captioner else "classifier"
-        raise ValueError(f"{cfg.ckpt_path} is a {kind} checkpoint but data is {data_cfg._target_}; "
+        raise InvalidInput(f"ckpt_path={cfg.ckpt_path} is a {kind} checkpoint but data is {data_cfg._target_}; "
                          f"choose a {'caption' if captioner else 'classification'} dataset")
     if not captioner and dm.class_names != list(info["class_names"]):
-        raise ValueError(
-            f"{cfg.ckpt_path} was trained on {len(info['class_names'])} classes {info['class_names'][:3]}..., "
+        raise InvalidInput(
+            f"ckpt_path={cfg.ckpt_path} was trained on {len(info['class_names'])} classes {info['class_names'][:3]}..., "
             f"but {dm.root} has {dm.num_classes} classes {dm.class_names[:3]}...; evaluate on the same label set"
         )
     return dm
@@ -65,7 +65,7 @@ def score_against_key(ids: list[str], probs: torch.Tensor, labels_csv: str | Pat
     key = read_id_category_csv(labels_csv)
     missing = [i for i in ids if i not in key]
     if missing:
-        raise ValueError(f"{labels_csv} has no label for {len(missing)} test images, e.g. {missing[:3]}")
+        raise InvalidInput(f"labels_csv={labels_csv} has no label for {len(missing)} test images, e.g. {missing[:3]}")
     targets = torch.tensor([key[i] for i in ids])
     top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
     return {
@@ -86,34 +86,47 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], plugins=[AtomicCheckpointIO()]
     )
-    split = cfg.get("split", "auto")
+    split = str(cfg.get("split", "auto"))
+    dm.setup()
+    where = f"{dm.name} at {dm.root}" if getattr(dm, "root", None) else dm.name
+    if split not in ("auto", "val", "test"):
+        raise InvalidInput(f"split={split}: eval.py scores split=val or split=test (split=auto: test when it is "
+                           f"labelled, else val); {where} has the splits {', '.join(sorted(dm.splits))}")
     if split == "auto":
         split = "test" if dm.has_labels("test") else "val"
-    if split == "test":
-        (metrics,) = trainer.test(task, datamodule=dm, verbose=False)
+    if split not in dm.splits:
+        raise InvalidInput(f"split={split}: {where} has no {split} split, only {', '.join(sorted(dm.splits))}; "
+                           "choose split=val (or split=auto)")
+    unlabelled_test = "test" in dm.splits and not dm.has_labels("test")
+    metrics: dict[str, Any] = {}
+    if split == "test" and unlabelled_test:
+        # nothing to score it with but labels_csv: the test loop would fall back to the val split
+        log.info("split=test: %s has no test labels; writing submission.csv%s", where,
+                 "" if cfg.get("labels_csv") else " (add labels_csv=<Id,Category file> to score it)")
     else:
-        (metrics,) = trainer.validate(task, datamodule=dm, verbose=False)
-    metrics = {k: float(v) for k, v in metrics.items()}
-    if trainer.is_global_zero:
-        metrics.update(task.write_outputs(out_dir, split, dm)[0])
-    if "test" in dm.splits and not dm.has_labels("test"):
-        probs = torch.cat(trainer.predict(task, dataloaders=dm.predict_dataloader()))
+        evaluate_stage = trainer.test if split == "test" else trainer.validate
+        (scores,) = evaluate_stage(task, datamodule=dm, verbose=False)
+        metrics = {k: float(v) for k, v in scores.items()}
+        if trainer.is_global_zero:
+            metrics.update(task.write_outputs(out_dir, split, dm)[0])
+    if unlabelled_test:
+        index, probs = task.predict_in_order(trainer, datamodule=dm)
         ids = dm.splits["test"].ids
-        write_submission(out_dir / "submission.csv", ids, probs.argmax(1).numpy())
-        if cfg.get("labels_csv"):
-            metrics.update(score_against_key(ids, probs, cfg.labels_csv))
+        if len(index) < len(ids):  # trainer.limit_predict_batches
+            log.warning("predicted %d of %d test images: no submission.csv, no test/acc", len(index), len(ids))
+        else:
+            if trainer.is_global_zero:
+                write_submission(out_dir / "submission.csv", ids, probs.argmax(1).numpy())
+            if cfg.get("labels_csv"):
+                metrics.update(score_against_key(ids, probs, cfg.labels_csv))
     metrics["split"] = split
     if trainer.is_global_zero:  # under DDP every process gets the synced metrics; one writes them
         write_metrics(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    quiet_known_warnings()
-    if rank_zero_only.rank == 0:  # DDP children re-run this script; only rank 0 prints and saves the config
-        print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+@task_wrapper
+def run(cfg: DictConfig) -> Outcome:
     metrics = evaluate(cfg)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
-    print(shown)
-    print(closing_line(Path(cfg.paths.output_dir), str(cfg.ckpt_path), None), flush=True)
-    return metrics
+    return Outcome(lines=[shown], best_ckpt=str(cfg.ckpt_path), value=metrics)

@@ -14,9 +14,12 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.tensorboard import SummaryWriter
 
 from tincap.atomic import atomic_write_bytes, atomic_write_csv
-from tincap.data.base import list_images
+from tincap.checkpoints import load_classifier
 from tincap.data.cache import decode_files
+from tincap.data.image_files import find_images
 from tincap.data.transforms import BatchTransform
+from tincap.entry import Outcome, task_wrapper
+from tincap.errors import InvalidInput
 from tincap.evaluate import datamodule_for
 from tincap.evaluation.gradcam import (
     cam_layer,
@@ -28,9 +31,7 @@ from tincap.evaluation.gradcam import (
     overlay_name,
     write_png,
 )
-from tincap.models.pretrained import read_hparams
-from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
-from tincap.tasks.classifier import Classifier, load_classifier
+from tincap.tasks.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -49,41 +50,13 @@ class Images:
 
 def load_explainable(ckpt_path: str | Path) -> Classifier:
     """The checkpoint's classifier; clear errors for a captioner or a network with no convolutional layer."""
-    if "vocab" in (read_hparams(ckpt_path).get("data_info") or {}):
-        raise ValueError(f"{ckpt_path} is a captioner checkpoint; explain.py explains classifiers (use caption.py)")
     task = load_classifier(ckpt_path)
     try:
         cam_layer(task.net)
     except ValueError as exc:
         name = (task.hparams.get("model_cfg") or {}).get("name", "?")
-        raise ValueError(f"{ckpt_path}: model '{name}' cannot be explained with Grad-CAM: {exc}") from None
+        raise InvalidInput(f"ckpt_path={ckpt_path}: model '{name}' cannot be explained with Grad-CAM: {exc}") from None
     return task
-
-
-def find_images(path: str | Path, class_names: list[str]) -> tuple[list[Path], list[int] | None]:
-    """Image files of `images=`: one file, a folder of files (unlabelled), or `<class>/<image>` sub-folders (labelled)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path], None
-    if not path.is_dir():
-        raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
-    files = list_images(path)
-    if files:
-        return files, None
-    folders = sorted(p for p in path.iterdir() if p.is_dir())
-    unknown = [p.name for p in folders if p.name not in class_names]
-    if not folders or unknown:
-        what = f"sub-folders {unknown[:5]} are not classes of the checkpoint (e.g. {class_names[:3]})" if unknown \
-            else "holds no .jpg/.png/... images"
-        raise ValueError(f"images={path}: {what}; expected image files, or <class_name>/<image files> sub-folders")
-    labels: list[int] = []
-    for folder in folders:
-        members = list_images(folder)
-        files += members
-        labels += [class_names.index(folder.name)] * len(members)
-    if not files:
-        raise ValueError(f"images={path}: the class sub-folders hold no .jpg/.png/... images")
-    return files, labels
 
 
 def images_from_files(path: str | Path, task: Classifier) -> Images:
@@ -100,13 +73,13 @@ def images_from_files(path: str | Path, task: Classifier) -> Images:
 def images_from_split(cfg: DictConfig, task: Classifier) -> Images:
     """`n` images (seeded sample, split order) of a split of the checkpoint's dataset, `data.*` applied on top."""
     if cfg.n is not None and cfg.n < 1:
-        raise ValueError(f"n={cfg.n}: expected a positive number of images, or n=null for the whole split")
+        raise InvalidInput(f"n={cfg.n}: expected a positive number of images, or n=null for the whole split")
     with open_dict(cfg):
         name = cfg.data.pop("split", None) or cfg.split  # `data.split=val` reads as naturally as `split=val`
     dm = datamodule_for(cfg, task)
     dm.setup()
     if name not in dm.splits:
-        raise ValueError(f"split={name}: {dm.name} at {dm.root} has splits {sorted(dm.splits)}")
+        raise InvalidInput(f"split={name}: {dm.name} at {dm.root} has splits {sorted(dm.splits)}; choose one of them")
     split = dm.splits[name]
     total = len(split.images)
     chosen = np.arange(total)
@@ -165,12 +138,10 @@ def _npz(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    quiet_known_warnings()
-    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+@task_wrapper
+def run(cfg: DictConfig) -> Outcome:
     summary = explain(cfg)
     out = Path(cfg.paths.output_dir)
     shown = ", ".join(f"{summary[k]} {k}" for k in ("correct", "wrong", "unlabelled") if summary[k])
-    print(f"explained {summary['n']} image(s): {shown} -> {out}")
-    print(closing_line(out, None, out / "tensorboard"), flush=True)
-    return summary
+    return Outcome(lines=[f"explained {summary['n']} image(s): {shown} -> {out}"], tb_dir=out / "tensorboard",
+                   value=summary)

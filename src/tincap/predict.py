@@ -14,12 +14,14 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from tincap.atomic import atomic_write_csv
-from tincap.data.base import ArrayDataset, image_paths, keep_batch
+from tincap.checkpoints import load_classifier
+from tincap.data.base import ArrayDataset, keep_batch
 from tincap.data.cache import decode_files
+from tincap.data.image_files import image_paths
 from tincap.data.transforms import BatchTransform
-from tincap.models.pretrained import read_hparams
-from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
-from tincap.tasks.classifier import Classifier, load_classifier
+from tincap.entry import Outcome, task_wrapper
+from tincap.errors import InvalidInput
+from tincap.tasks.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +33,6 @@ class Predictions:
     files: list[Path]
     probs: torch.Tensor  # (N, classes)
     skipped: list[Path]
-
-
-def load_predictor(ckpt_path: str | Path) -> Classifier:
-    """The checkpoint's classifier; a captioner checkpoint is pointed to caption.py."""
-    if "vocab" in (read_hparams(ckpt_path).get("data_info") or {}):
-        raise ValueError(f"{ckpt_path} is a captioner checkpoint; predict.py classifies. Caption images with "
-                         f"python caption.py ckpt_path={ckpt_path} images=...")
-    return load_classifier(ckpt_path)
 
 
 def predict_files(task: Classifier, files: list[Path], trainer: L.Trainer, batch_size: int = 64) -> Predictions:
@@ -60,21 +54,17 @@ def top_k_rows(result: Predictions, class_names: list[str], k: int) -> list[list
             for f, ps, cs in zip(result.files, values, indices) for rank, (p, c) in enumerate(zip(ps, cs))]
 
 
-def run(cfg: DictConfig) -> Predictions:
-    quiet_known_warnings()
-    print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+@task_wrapper
+def run(cfg: DictConfig) -> Outcome:
     if cfg.top_k < 1:
-        raise ValueError(f"top_k={cfg.top_k}: expected a positive number of classes per image")
-    task = load_predictor(Path(cfg.ckpt_path).expanduser())
+        raise InvalidInput(f"top_k={cfg.top_k}: expected a positive number of classes per image")
+    task = load_classifier(cfg.ckpt_path)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
     result = predict_files(task, image_paths(cfg.images), trainer, cfg.batch_size)
     for path in result.skipped:
         log.warning("skipped unreadable image %s", path)
     rows = top_k_rows(result, task.class_names, cfg.top_k)
-    for name, rank, label, prob in rows:
-        print(f"{name}\t{rank}\t{label}\t{prob}")
     out = Path(cfg.out).expanduser() if cfg.get("out") else Path(cfg.paths.output_dir) / "predictions.csv"
     atomic_write_csv(out, ["file", "rank", "class", "probability"], rows)
     log.info("classified %d image(s), skipped %d unreadable -> %s", len(result.files), len(result.skipped), out)
-    print(closing_line(Path(cfg.paths.output_dir), str(cfg.ckpt_path), None), flush=True)
-    return result
+    return Outcome(lines=["\t".join(map(str, row)) for row in rows], best_ckpt=str(cfg.ckpt_path), value=result)

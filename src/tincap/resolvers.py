@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from omegaconf import OmegaConf
+
+# accelerators whose devices are GPUs; "auto" picks the GPUs when the allocation has them, so they are asked for
+_GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 
 
 def cpu_precision() -> str:
@@ -11,5 +16,18 @@ def cpu_precision() -> str:
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
 
 
+def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
+    """GPUs a SLURM node must give the trainer: one per device for a GPU trainer, none (no request) for a CPU one."""
+    if str(accelerator) not in _GPU_ACCELERATORS:
+        return None  # submitit then writes no --gpus-per-node; a cluster without GPU GRES may refuse even 0
+    text = str(devices).strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    # "auto", -1 or device ids say nothing SLURM can allocate (SLURM, not the user, picks which GPUs a job gets)
+    raise ValueError(f"hydra/launcher=slurm asks SLURM for trainer.devices GPUs per node, but "
+                     f"trainer.devices={devices} is not a count; set trainer.devices=<number of GPUs per node>")
+
+
 def register() -> None:
     OmegaConf.register_new_resolver("tincap.cpu_precision", cpu_precision, replace=True)
+    OmegaConf.register_new_resolver("tincap.slurm_gpus_per_node", slurm_gpus_per_node, replace=True)

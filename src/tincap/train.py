@@ -12,15 +12,18 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.strategies.launchers.multiprocessing import (
+    _MultiProcessingLauncher,
+)
 from omegaconf import DictConfig, OmegaConf
 
-from tincap.callbacks import ReseedEachEpoch, Throughput
-from tincap.checkpoint_io import AtomicCheckpointIO
+from tincap.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
+from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
+from tincap.entry import Outcome, task_wrapper
+from tincap.errors import MissingInput
 from tincap.evaluation.submission import write_submission
 from tincap.models import construct_network, initialise_network
-from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings, write_metrics
+from tincap.rundir import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ def flat_config(cfg: DictConfig) -> dict[str, Any]:
                 walk(v, f"{prefix}/{k}" if prefix else str(k))
         elif isinstance(node, (int, float, str, bool)) or node is None:
             flat[prefix] = "null" if node is None else node
+        elif isinstance(node, list) and all(isinstance(v, (int, float, str, bool)) for v in node):
+            flat[prefix] = ", ".join(map(str, node))  # e.g. tags, shown as the report shows them
         else:
             flat[prefix] = str(node)
 
@@ -82,7 +87,8 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
                            "Hydra callback of conf/train.yaml (hydra.callbacks.resume) did not run")
     ckpt = Path(cfg.resume) / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        raise FileNotFoundError(f"resume={cfg.resume}: {ckpt} not found; expected a run directory with checkpoints/last.ckpt")
+        raise MissingInput(f"resume={cfg.resume}: {ckpt} not found; expected the directory of a run that saved "
+                           "checkpoints/last.ckpt (a run stopped before its first epoch ended has none: start it anew)")
     return str(ckpt)
 
 
@@ -92,7 +98,7 @@ def fitted_epochs(trainer: L.Trainer) -> int:
     if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher) and ckpt is not None:
         last = Path(ckpt.dirpath) / "last.ckpt"
         if last.is_file():
-            return int(torch.load(last, map_location="cpu", mmap=True, weights_only=False)["epoch"]) + 1
+            return checkpoint_epoch(last)
     return trainer.current_epoch
 
 
@@ -104,32 +110,34 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     datamodule = hydra.utils.instantiate(cfg.data)
     task, init = build_task(cfg, datamodule)
-    callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed)]
+    callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed), StopOnNonFiniteLoss()]
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
 
     started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=False)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     fit_s = time.perf_counter() - started
 
     fast = bool(cfg.trainer.get("fast_dev_run"))
     best = None if fast or trainer.checkpoint_callback is None else trainer.checkpoint_callback.best_model_path or None
     metrics: dict[str, Any] = {}
-    (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
+    (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics.update(val)
     figures: dict[str, Any] = {}
     if trainer.is_global_zero:
         figures = task.write_outputs(run_dir, "val", datamodule)[1]
     if cfg.get("test"):
         if datamodule.has_labels("test"):
-            (test,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=False)
+            (test,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)
             metrics.update(test)
             if trainer.is_global_zero and "test" in task.output_stages:
                 metrics.update(task.write_outputs(run_dir, "test", datamodule)[0])
         elif "test" in datamodule.splits:
-            probs = torch.cat(trainer.predict(task, datamodule=datamodule, ckpt_path=best, weights_only=False))
+            index, probs = task.predict_in_order(trainer, datamodule=datamodule, ckpt_path=best)
             ids = datamodule.splits["test"].ids
-            if trainer.is_global_zero and len(probs) == len(ids):
+            if len(index) < len(ids):  # fast_dev_run or trainer.limit_predict_batches
+                log.info("predicted %d of %d test images: no submission.csv", len(index), len(ids))
+            elif trainer.is_global_zero:
                 write_submission(run_dir / "submission.csv", ids, probs.argmax(1).numpy())
 
     throughput = next((c for c in callbacks if isinstance(c, Throughput)), None)
@@ -158,13 +166,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, objects
 
 
-def run(cfg: DictConfig) -> float | None:
-    """Hydra entry point body: print the config, train, print where the outputs are, return the swept metric."""
-    quiet_known_warnings()
-    if rank_zero_only.rank == 0:  # DDP children re-run this script; only rank 0 prints and saves the config
-        print_config_tree(cfg, save_dir=cfg.paths.output_dir)
+@task_wrapper
+def run(cfg: DictConfig) -> Outcome:
+    """Train; hand the swept metric back to Hydra's sweeper."""
     metrics, objects = train(cfg)
-    if objects["trainer"].is_global_zero:
-        print(closing_line(Path(cfg.paths.output_dir), objects["best_ckpt"], objects["tb_dir"]), flush=True)
     value = metrics.get(cfg.get("optimized_metric"))
-    return None if value is None else float(value)
+    return Outcome(best_ckpt=objects["best_ckpt"], tb_dir=objects["tb_dir"],
+                   value=None if value is None else float(value))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from tincap.data.cache import cached_decode, is_image_file
+from tincap.data.cache import cached_decode
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchMix, BatchTransform
+from tincap.errors import InvalidInput
 
 if TYPE_CHECKING:
     from tincap.models.backbone import InputSpec
@@ -75,10 +77,33 @@ def keep_batch(batch: Any) -> Any:
     return batch
 
 
-def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def check_setting(key: str, value: object, valid: bool, expected: str, example: object) -> None:
+    """Refuse an impossible data.* value before any image is read, naming the override that fixes it."""
+    if not valid:
+        shown = "null" if value is None else value
+        raise InvalidInput(f"data.{key}={shown}: expected {expected}. Set e.g. data.{key}={example}")
+
+
+def is_count(value: object, least: int = 1) -> bool:
+    """An integer >= least; True and 1.0 are not counts, so a mistyped YAML value is refused, not coerced."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
+def check_loader_settings(image_size: object, batch_size: object, eval_batch_size: object, num_workers: object) -> None:
+    """The data.* values every datamodule takes, checked when it is built rather than deep inside a loader."""
+    check_setting("image_size", image_size, image_size is None or is_count(image_size),
+                  "a side in pixels >= 1, or null for the images' own size (the model's for pretrained ones)", 64)
+    check_setting("batch_size", batch_size, is_count(batch_size), "an integer >= 1", 128)
+    check_setting("eval_batch_size", eval_batch_size, eval_batch_size is None or is_count(eval_batch_size),
+                  "an integer >= 1, or null for data.batch_size", 256)
+    check_setting("num_workers", num_workers, is_count(num_workers, 0), "an integer >= 0", 0)
+
+
+def stratified_split(
+    labels: np.ndarray, val_ratio: float, seed: int, key: str = "val_ratio"
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-class random split, so train and validation keep the class balance and never share an image."""
-    if not 0 <= val_ratio < 1:
-        raise ValueError(f"val_ratio must be in [0, 1), got {val_ratio}")
+    check_setting(key, val_ratio, 0 <= val_ratio < 1, "a fraction in [0, 1)", 0.2)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in np.unique(labels):
@@ -90,53 +115,6 @@ def stratified_split(labels: np.ndarray, val_ratio: float, seed: int) -> tuple[n
         val.append(members[:n_val])
         train.append(members[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly in a folder, in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
-
-
-def image_paths(path: str | Path) -> list[Path]:
-    """The files of an `images=` argument: one image file, or the image files of a folder in name order."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"images={path}: no such file or folder; expected an image or a folder of images")
-    files = list_images(path)
-    if not files:
-        raise ValueError(f"images={path}: the folder holds no .jpg/.png/... images")
-    return files
-
-
-def scan_class_folders(folder: Path, class_names: list[str] | None, what: str) -> tuple[list[Path], np.ndarray, list[str]]:
-    """Files and labels of a `<class>/<image>` tree; class_names, when given, fixes the order and must match."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: folder {folder} does not exist; expected {folder}/<class_name>/<image files>")
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if not found:
-        raise ValueError(f"{what}: {folder} has no class sub-folders; expected {folder}/<class_name>/<image files>")
-    if class_names is None:
-        class_names = found
-    else:
-        missing = [c for c in class_names if c not in found]
-        extra = [c for c in found if c not in class_names]
-        if missing or extra:
-            raise ValueError(
-                f"{what}: the class list and the folders of {folder} disagree: "
-                f"no folder for {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-                f"folders not in the class list {extra[:5]}{'...' if len(extra) > 5 else ''}"
-            )
-    files: list[Path] = []
-    labels: list[int] = []
-    for idx, name in enumerate(class_names):
-        members = list_images(folder / name)
-        if not members:
-            raise ValueError(f"{what}: class folder {folder / name} is empty; expected image files (.jpg, .jpeg, .png, ...)")
-        files += members
-        labels += [idx] * len(members)
-    return files, np.asarray(labels, dtype=np.int64), class_names
 
 
 @dataclass
@@ -169,6 +147,9 @@ class ClassificationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
+        check_loader_settings(image_size, batch_size, eval_batch_size, num_workers)
+        check_setting("val_ratio", val_ratio, isinstance(val_ratio, numbers.Real) and 0 <= val_ratio < 1,
+                      "a fraction in [0, 1)", 0.2)
         self.root = Path(root).expanduser()
         self.image_size = image_size
         self.batch_size = batch_size
@@ -213,7 +194,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def decode_split(self, split: str, files: list[Path], labels: np.ndarray | None) -> Split:
         """Decode (or read from cache) one split, dropping the labels of files that failed to decode."""
-        decoded = cached_decode(files, self.cache_path(split), self.image_size)
+        decoded = cached_decode(files, self.cache_path(split), self.image_size, description=f"{self.name} {split}")
         kept = decoded.kept
         return Split(
             images=decoded.images,
@@ -286,8 +267,10 @@ class ClassificationDataModule(L.LightningDataModule):
         return self._loader("val", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        split = "test" if self.has_labels("test") else "val"
-        return self._loader(split, train=False)
+        if not self.has_labels("test"):  # never score another split under the name test/*
+            raise InvalidInput(f"{self.name} at {self.root} has no labelled test split; evaluate split=val, or score "
+                               "its unlabelled test images with eval.py split=test labels_csv=<Id,Category file>")
+        return self._loader("test", train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test" if "test" in self.splits else "val", train=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,15 +14,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import torch
 from PIL import Image
 
-from tincap.atomic import atomic_path
+from tincap.atomic import atomic_path, remove_dead_temps
+from tincap.errors import InvalidInput
+from tincap.progress import progress
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,6 @@ class DecodedImages:
     images: np.ndarray  # (N, H, W, 3) uint8
     kept: np.ndarray  # indices into the requested file list, ascending
     labels: np.ndarray | None = None  # for generated sets, whose labels are not in file names
-
-
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def fingerprint(files: Sequence[Path], size: int | None, extra: str = "") -> str:
@@ -61,27 +59,34 @@ def _try_decode(path: Path, size: int | None) -> np.ndarray | Exception:
         return exc
 
 
-def decode_files(files: Sequence[Path], size: int | None, threads: int = 4) -> DecodedImages:
+def decode_files(
+    files: Sequence[Path], size: int | None, threads: int = 4, description: str = "images"
+) -> DecodedImages:
     """Decode a file list in threads (Pillow releases the GIL), skipping unreadable files with one warning."""
     if not files:
         raise ValueError("decode_files: no image files were given")
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(lambda p: _try_decode(p, size), files, chunksize=64))
+    results: list[np.ndarray | Exception] = []
+    with ThreadPoolExecutor(max_workers=threads) as pool, progress(len(files), f"decoding {description}") as advance:
+        # map yields in input order as workers finish, so the bar advances here, in the calling thread
+        for result in pool.map(lambda p: _try_decode(p, size), files):
+            results.append(result)
+            advance(1)
     kept = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
     failed = [(files[i], r) for i, r in enumerate(results) if not isinstance(r, np.ndarray)]
     if not kept:
-        raise ValueError(
+        raise InvalidInput(
             f"none of the {len(files)} images could be decoded (first: {files[0]}: {failed[0][1]}); "
-            "expected readable JPEG/PNG files"
+            f"expected readable JPEG/PNG/... files under {files[0].parent}. Replace them, or point data.root= "
+            "(images= for predict/explain/caption) at readable images"
         )
     if failed:
         examples = "; ".join(f"{p}: {e}" for p, e in failed[:3])
         warnings.warn(f"skipped {len(failed)} unreadable image(s) of {len(files)} ({examples})", stacklevel=2)
     shapes = {results[i].shape for i in kept}
     if len(shapes) > 1:
-        raise ValueError(
-            f"images under {files[0].parent} have different sizes {sorted(shapes)[:4]}; "
-            "set data.image_size so they are resized to one size"
+        raise InvalidInput(
+            f"images under {files[0].parent} have different sizes {sorted(shapes)[:4]} (height, width, 3); "
+            "expected one size when data.image_size=null. Set e.g. data.image_size=64 to resize them all"
         )
     return DecodedImages(np.stack([results[i] for i in kept]), np.asarray(kept, dtype=np.int64))
 
@@ -102,6 +107,12 @@ def _read_store(path: Path, key: str) -> dict[str, np.ndarray] | None:
 def _write_store(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     """Write via a temp file and rename, so an interrupted build never leaves a cache that looks valid."""
     with atomic_path(path) as tmp:
+        # HDF5 crashes the process when a write hits a full disk, so a store that cannot fit is refused first
+        need = sum(a.nbytes for a in arrays.values()) * 1.02 + 2**20
+        free = shutil.disk_usage(tmp.parent).free
+        if need > free:
+            raise OSError(errno.ENOSPC, f"No space left on device (the cache needs {need / 2**20:.0f} MB, "
+                                        f"{free / 2**20:.0f} MB are free)", str(path))
         with h5py.File(tmp, "w") as f:
             for name, array in arrays.items():
                 f.create_dataset(name, data=array, chunks=True if array.ndim > 1 else None)
@@ -119,6 +130,7 @@ def cached_arrays(
     if path is None:
         return build()
     path = Path(path)
+    remove_dead_temps(path)  # also on a hit: a killed concurrent build may have left one beside a valid cache
     if path.exists():
         hit = _read_store(path, key)
         if hit is not None and valid(hit):
@@ -149,19 +161,12 @@ def cached_decode(
     size: int | None,
     build: Callable[[], DecodedImages] | None = None,
     extra_key: str = "",
+    description: str = "images",
 ) -> DecodedImages:
     """Decode files once into an HDF5 cache keyed by their fingerprint; later calls read it back."""
     files = list(files)
-    build = build or (lambda: decode_files(files, size))
+    build = build or (lambda: decode_files(files, size, description=description))
     key = fingerprint(files, size, extra_key) if cache_path is not None else ""
     arrays = cached_arrays(cache_path, key, lambda: _decoded_arrays(build()), valid=_is_decoded)
     return DecodedImages(arrays["images"], arrays["kept"], arrays.get("labels"))
 
-
-def state_digest(module: torch.nn.Module) -> str:
-    """Identify a network by its exact weights and buffers, so features cached from it go stale when it changes."""
-    digest = hashlib.sha256(type(module).__name__.encode())
-    for name, tensor in module.state_dict().items():
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

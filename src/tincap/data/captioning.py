@@ -16,12 +16,19 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from tincap.data.base import epoch_sampler, keep_batch
+from tincap.data.base import (
+    check_loader_settings,
+    check_setting,
+    epoch_sampler,
+    is_count,
+    keep_batch,
+)
 from tincap.data.cache import cached_arrays, cached_decode
 from tincap.data.captions import read_captions, records_by_split, split_by_image
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from tincap.data.vocab import Vocabulary, tokenize
+from tincap.errors import InvalidInput
 
 if TYPE_CHECKING:
     from tincap.models.backbone import InputSpec
@@ -120,10 +127,22 @@ class CaptionData(L.LightningDataModule):
         std: tuple[float, float, float] = IMAGENET_STD,
         vocab: dict[str, Any] | None = None,
         group_captions: bool = False,
+        allow_uncaptioned: bool = False,
+        captions_file: str | Path | None = None,
     ) -> None:
         super().__init__()
         if root is None and shapes_per_class is None:
-            raise ValueError("CaptionData needs data.root=<folder with images/ and captions> or data.shapes_per_class")
+            raise InvalidInput("data.root=null: a caption dataset needs a folder; expected images/ and captions.txt, "
+                               "Flickr8k.token.txt or annotations/captions_*.json. Set data.root=/path/to/captions "
+                               "(or use data=shapes_caption)")
+        check_loader_settings(image_size, batch_size, eval_batch_size, num_workers)
+        if root is None:
+            check_setting("shapes_per_class", shapes_per_class, is_count(shapes_per_class),
+                          "an integer >= 1 images per class", 100)
+        check_setting("min_freq", min_freq, is_count(min_freq), "an integer >= 1 (words rarer than this are <unk>)", 3)
+        check_setting("max_len", max_len, is_count(max_len, 2), "an integer >= 2 tokens (<bos> and <eos> included)", 20)
+        self.allow_uncaptioned = allow_uncaptioned
+        self.captions_file = Path(captions_file).expanduser() if captions_file else None
         self.root = Path(root).expanduser() if root is not None else None
         self.shapes_per_class, self.shapes_seed = shapes_per_class, shapes_seed
         self.image_size = image_size
@@ -146,6 +165,8 @@ class CaptionData(L.LightningDataModule):
         return "shapes" if self.root is None else self.root.name
 
     def _from_shapes(self) -> dict[str, CaptionSplit]:
+        check_setting("image_size", self.image_size, is_count(self.image_size, 16),
+                      "a side >= 16 pixels to draw shapes at", 64)
         data = generate_shapes(self.shapes_per_class, self.shapes_seed, self.image_size)
         names = [f"shape_{i:05d}" for i in range(len(data.images))]
         rng = np.random.default_rng(self.split_seed)
@@ -156,7 +177,7 @@ class CaptionData(L.LightningDataModule):
                                 [data.captions[i] for i in np.sort(v)]) for k, v in parts.items()}
 
     def _from_folder(self) -> dict[str, CaptionSplit]:
-        records = read_captions(self.root)
+        records = read_captions(self.root, self.allow_uncaptioned, self.captions_file)
         grouped = records_by_split(records, split_by_image(records, self.root, seed=self.split_seed))
         where = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:10]
         splits = {}
@@ -167,7 +188,7 @@ class CaptionData(L.LightningDataModule):
             names = sorted(by_image)
             files = [self.root / "images" / n for n in names]
             cache = self.cache_dir / f"captions-{self.name}-{split}-{self.image_size}-{where}.h5" if self.cache_dir else None
-            decoded = cached_decode(files, cache, self.image_size)
+            decoded = cached_decode(files, cache, self.image_size, description=f"{self.name} {split}")
             kept = [names[i] for i in decoded.kept]
             splits[split] = CaptionSplit(decoded.images, kept, [by_image[n] for n in kept])
         return splits

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tincap.data.cache import is_image_file
+from tincap.data.image_files import is_image_file
+from tincap.errors import InvalidInput, MissingInput
 
 IMAGES_DIR = "images"
 KAGGLE_FILE = "captions.txt"
@@ -57,31 +58,32 @@ class _ImageChecker:
     def raise_if_missing(self) -> None:
         if self.first is not None:
             where, image = self.first
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"{where}: image {image!r} is not in {self.images_dir} "
                 f"({self.rows} caption(s) name {len(self.images)} missing image file(s)); "
-                "expected every captioned image under images/"
+                "expected every captioned image under images/. Add the images, or remove their captions"
             )
 
 
 def _file_names(images_dir: Path) -> set[str]:
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"{images_dir} not found; expected the dataset's image files in an images/ folder")
+        raise MissingInput(f"{images_dir} not found; expected the dataset's image files in an images/ folder. "
+                           "Set data.root to the folder that holds images/")
     with os.scandir(images_dir) as it:
         return {e.name for e in it if e.is_file() and not e.name.startswith(".")}
 
 
 def _require_file(path: Path, what: str) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; expected {what}")
+        raise MissingInput(f"{path} not found; expected {what}. Set data.captions_file= to an existing file")
 
 
 def _checked(where: str, image: str, caption: str) -> CaptionRecord:
     """A record, or a ValueError naming where an empty image name or caption came from."""
     if not image:
-        raise ValueError(f"{where}: empty image name; expected a file name such as 'name.jpg'")
+        raise InvalidInput(f"{where}: empty image name; expected a file name such as 'name.jpg'")
     if not caption:
-        raise ValueError(f"{where}: empty caption for image {image!r}")
+        raise InvalidInput(f"{where}: empty caption for image {image!r}; expected some words (or remove the line)")
     return CaptionRecord(image, caption)
 
 
@@ -97,14 +99,14 @@ def read_kaggle_captions(path: Path | str, images_dir: Path | None = None) -> li
             try:
                 header = next(reader, None)
             except csv.Error as exc:
-                raise ValueError(f"{path}:1: malformed CSV header ({exc}); expected 'image,caption'") from None
+                raise InvalidInput(f"{path}:1: malformed CSV header ({exc}); expected 'image,caption'") from None
             if header is None:
-                raise ValueError(f"{path}: file is empty; expected header 'image,caption' and one row per caption")
+                raise InvalidInput(f"{path}: file is empty; expected header 'image,caption' and one row per caption")
             if [h.strip().lower() for h in header] != ["image", "caption"]:
                 hint = ""
                 if _TOKEN_LINE.match(",".join(header)):
                     hint = f" (this looks like Flickr8k.token.txt lines; name the file {TOKEN_FILE})"
-                raise ValueError(f"{path}:1: expected header 'image,caption', got {','.join(header)!r}{hint}")
+                raise InvalidInput(f"{path}:1: expected header 'image,caption', got {','.join(header)!r}{hint}")
             end = reader.line_num
             while True:
                 start = end + 1
@@ -113,25 +115,25 @@ def read_kaggle_captions(path: Path | str, images_dir: Path | None = None) -> li
                 except StopIteration:
                     break
                 except csv.Error as exc:
-                    raise ValueError(f"{path}:{start}: malformed CSV row ({exc})") from None
+                    raise InvalidInput(f"{path}:{start}: malformed CSV row ({exc})") from None
                 end = reader.line_num
                 if not any(cell.strip() for cell in row):
                     continue  # blank line
                 where = f"{path}:{start}"
                 if len(row) < 2:
-                    raise ValueError(f"{where}: expected 'image,caption', got {','.join(row)!r}")
+                    raise InvalidInput(f"{where}: expected 'image,caption', got {','.join(row)!r}")
                 caption = ",".join(row[1:]).strip()  # an unquoted comma splits the caption; join it back
                 if "\n" in caption or "\r" in caption:
-                    raise ValueError(
+                    raise InvalidInput(
                         f"{where}: caption runs over lines {start}-{end}; check for an unbalanced double quote"
                     )
                 record = _checked(where, row[0].strip(), caption)
                 checker.check(record.image, where)
                 records.append(record)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+        raise InvalidInput(f"{path}: not UTF-8 text ({exc}); expected UTF-8") from None
     if not records:
-        raise ValueError(f"{path}: no caption rows after the header 'image,caption'")
+        raise InvalidInput(f"{path}: no caption rows after the header 'image,caption'")
     checker.raise_if_missing()
     return records
 
@@ -152,14 +154,14 @@ def read_flickr_token(path: Path | str, images_dir: Path | None = None) -> list[
                 key, tab, caption = line.partition("\t")
                 image, hash_, n = key.strip().rpartition("#")
                 if not tab or not hash_ or not n.isdigit() or not image:
-                    raise ValueError(f"{where}: expected 'name.jpg#n<TAB>caption', got {line[:120]!r}")
+                    raise InvalidInput(f"{where}: expected 'name.jpg#n<TAB>caption', got {line[:120]!r}")
                 record = _checked(where, image, caption.strip())
                 checker.check(record.image, where)
                 records.append(record)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+        raise InvalidInput(f"{path}: not UTF-8 text ({exc}); expected UTF-8") from None
     if not records:
-        raise ValueError(f"{path}: no captions; expected lines 'name.jpg#n<TAB>caption'")
+        raise InvalidInput(f"{path}: no captions; expected lines 'name.jpg#n<TAB>caption'")
     checker.raise_if_missing()
     return records
 
@@ -171,38 +173,38 @@ def read_coco_json(path: Path | str, images_dir: Path | None = None) -> list[Cap
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg})") from None
+        raise InvalidInput(f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg})") from None
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+        raise InvalidInput(f"{path}: not UTF-8 text ({exc}); expected UTF-8") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
         data.get("annotations"), list
     ):
-        raise ValueError(f"{path}: expected a COCO captions object with 'images' and 'annotations' lists")
+        raise InvalidInput(f"{path}: expected a COCO captions object with 'images' and 'annotations' lists")
     files: dict[int | str, str] = {}
     for k, img in enumerate(data["images"]):
         ok = isinstance(img, dict) and isinstance(img.get("id"), (int, str)) and isinstance(img.get("file_name"), str)
         if not ok or not img["file_name"].strip():
-            raise ValueError(f"{path}: images[{k}]: expected an object with 'id' and 'file_name', got {str(img)[:120]}")
+            raise InvalidInput(f"{path}: images[{k}]: expected an object with 'id' and 'file_name', got {str(img)[:120]}")
         if img["id"] in files:
-            raise ValueError(f"{path}: images[{k}]: image id {img['id']!r} appears twice")
+            raise InvalidInput(f"{path}: images[{k}]: image id {img['id']!r} appears twice")
         files[img["id"]] = img["file_name"].strip()
     checker = _ImageChecker(images_dir)
     records: list[CaptionRecord] = []
     for k, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
-            raise ValueError(f"{path}: annotations[{k}]: expected an object, got {str(ann)[:120]}")
+            raise InvalidInput(f"{path}: annotations[{k}]: expected an object, got {str(ann)[:120]}")
         where = f"{path}: annotation id {ann.get('id', '?')} (annotations[{k}])"
         image_id = ann.get("image_id")
         if not isinstance(image_id, (int, str)) or image_id not in files:
-            raise ValueError(f"{where}: image_id {image_id!r} is not in the file's 'images' list")
+            raise InvalidInput(f"{where}: image_id {image_id!r} is not in the file's 'images' list")
         caption = ann.get("caption")
         if not isinstance(caption, str):
-            raise ValueError(f"{where}: expected a string 'caption', got {caption!r}")
+            raise InvalidInput(f"{where}: expected a string 'caption', got {caption!r}")
         record = _checked(where, files[image_id], caption.strip())
         checker.check(record.image, where)
         records.append(record)
     if not records:
-        raise ValueError(f"{path}: no annotations; expected one caption per annotation")
+        raise InvalidInput(f"{path}: no annotations; expected one caption per annotation")
     checker.raise_if_missing()
     return records
 
@@ -216,15 +218,16 @@ def find_captions_file(root: Path | str) -> Path:
     for folder in (root / "annotations", root):
         found = sorted(folder.glob("captions_*.json"))
         if len(found) > 1:
-            raise ValueError(
-                f"{folder} has several COCO caption files {[p.name for p in found]}; "
-                "keep one, or pass captions_file= to read_captions"
+            raise InvalidInput(
+                f"{folder} has several COCO caption files {[p.name for p in found]}; expected one. "
+                f"Keep one, or choose with data.captions_file={found[0]}"
             )
         if found:
             return found[0]
-    raise FileNotFoundError(
+    raise MissingInput(
         f"no captions file in {root}; expected {KAGGLE_FILE} (CSV 'image,caption'), {TOKEN_FILE} "
-        "or annotations/captions_*.json"
+        "or annotations/captions_*.json. Add one, set data.captions_file=/path/to/captions, "
+        "or set data.root to another caption dataset"
     )
 
 
@@ -251,17 +254,20 @@ def read_captions(
     """All captions of a dataset folder (root/images/ + a captions file), each naming an existing image."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"caption dataset folder {root} does not exist; expected images/ and a captions file")
+        raise MissingInput(f"data.root={root}: caption dataset folder does not exist; expected images/ and a captions "
+                           "file. Set data.root=/path/to/captions")
     images_dir = root / IMAGES_DIR
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"{images_dir} not found; expected the dataset's images in {root}/images/")
+        raise MissingInput(f"data.root={root}: {images_dir} not found; expected the dataset's images in {root}/images/. "
+                           "Set data.root to the folder that holds images/")
     path = Path(captions_file) if captions_file is not None else find_captions_file(root)
     records = read_captions_file(path, images_dir)
     uncaptioned = images_without_captions(root, records)
     if uncaptioned:
         msg = f"{len(uncaptioned)} image(s) in {images_dir} have no caption in {path} (e.g. {uncaptioned[:3]})"
         if not allow_uncaptioned:
-            raise ValueError(f"{msg}; remove them or pass allow_uncaptioned=True")
+            raise InvalidInput(f"{msg}; expected a caption for every image. Remove them, or set "
+                               "data.allow_uncaptioned=true to leave them out")
         warnings.warn(f"{msg}; they are left out", stacklevel=2)
     return records
 
@@ -282,12 +288,12 @@ def read_split_list(path: Path, captioned: set[str]) -> list[str]:
             names.append(name)
     if bad:
         lineno, name = bad[0]
-        raise ValueError(
+        raise InvalidInput(
             f"{path}:{lineno}: image {name!r} has no captions ({len(bad)} name(s) in this list have none); "
-            "expected every listed image to be captioned"
+            "expected every listed image to be captioned. Fix the list, or delete it to split by ratio"
         )
     if not names:
-        raise ValueError(f"{path}: split list is empty; expected one image name per line")
+        raise InvalidInput(f"{path}: split list is empty; expected one image name per line (or delete the file)")
     return names
 
 
@@ -321,9 +327,9 @@ def split_by_image(
     for a, b in itertools.combinations(lists, 2):
         common = set(lists[a]) & set(lists[b])
         if common:
-            raise ValueError(
+            raise InvalidInput(
                 f"{root / SPLIT_LISTS[a]} and {root / SPLIT_LISTS[b]} share {len(common)} image(s) "
-                f"(e.g. {sorted(common)[:3]}); an image must be in one split only"
+                f"(e.g. {sorted(common)[:3]}); expected each image in one split list only. Fix the lists"
             )
     listed = set().union(*(set(v) for v in lists.values()))
     if "train" in lists:
@@ -350,7 +356,8 @@ def split_by_image(
         n_val = round(len(pool) * val_share)
         test, val, train = shuffled[:n_test], shuffled[n_test : n_test + n_val], shuffled[n_test + n_val :]
     if not train:
-        raise ValueError(f"split_by_image: no images left for train in {root} ({len(images)} captioned images)")
+        raise InvalidInput(f"{root}: no images left for train ({len(images)} captioned images, all in the dev/test "
+                           f"lists); expected {SPLIT_LISTS['train']} or unlisted captioned images. Fix the split lists")
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tincap.data.base import ClassificationDataModule, Split, list_images, scan_class_folders
-from tincap.data.tin30 import read_class_file
+from tincap.data.base import ClassificationDataModule, Split
+from tincap.data.class_files import read_class_file, scan_class_folders
+from tincap.data.image_files import list_images
+from tincap.errors import InvalidInput, MissingInput
+
+LAYOUT = "train/<class>/<images> (and optionally val/<class>/, test/<class>/ or test/<images>)"
 
 
 def read_index_file(path: Path) -> list[str] | None:
@@ -19,13 +23,15 @@ class ImageFolderData(ClassificationDataModule):
     name = "imagefolder"
     class_file = "classes.txt"
 
+    @property
+    def fix(self) -> str:
+        return f"set data.root=/path/to/{self.name}"
+
     def discover_classes(self) -> list[str]:
         train = self.root / "train"
         if not train.is_dir():
-            raise FileNotFoundError(
-                f"{self.name}: {train} does not exist; expected {self.root}/train/<class>/<images> "
-                "(and optionally val/<class>/, test/<class>/ or test/<images>)"
-            )
+            what = "folder does not exist" if not self.root.is_dir() else f"{train} does not exist"
+            raise MissingInput(f"data.root={self.root}: {what}; expected {self.root}/{LAYOUT}. {self.fix.capitalize()}")
         listed = read_index_file(self.root / self.class_file)
         return listed or sorted(p.name for p in train.iterdir() if p.is_dir())
 
@@ -36,8 +42,16 @@ class ImageFolderData(ClassificationDataModule):
             if split != "train" and not folder.is_dir():
                 continue
             if split == "test" and not any(p.is_dir() for p in folder.iterdir()):
-                splits[split] = self.decode_split(split, list_images(folder), None)
+                files = list_images(folder)
+                if not files:
+                    raise InvalidInput(
+                        f"data.root={self.root}: {folder} holds no images and no class folders; expected "
+                        f"test/<images> or test/<class>/<images>. Add images, remove the empty folder, or {self.fix}"
+                    )
+                splits[split] = self.decode_split(split, files, None)
                 continue
-            files, labels, _ = scan_class_folders(folder, self.class_names, f"{self.name} {split} set")
+            files, labels, _ = scan_class_folders(
+                folder, self.class_names, f"data.root={self.root}: {self.name} {split} set", self.fix
+            )
             splits[split] = self.decode_split(split, files, labels)
         return splits

@@ -17,8 +17,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tincap.data.base import ClassificationDataModule, Split, stratified_split
+from tincap.data.base import (
+    ClassificationDataModule,
+    Split,
+    check_setting,
+    is_count,
+    stratified_split,
+)
 from tincap.data.cache import DecodedImages, cached_decode
+from tincap.errors import InvalidInput
+from tincap.progress import progress
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart")
 
@@ -297,10 +305,11 @@ def _captions(
 
 def generate_shapes(n_per_class: int, seed: int = 0, size: int = 64) -> ShapesSet:
     """Build a balanced, seed-reproducible image+caption set that trains in minutes on CPU."""
-    if n_per_class < 1:
-        raise ValueError("n_per_class must be >= 1")
-    if size < 16:
-        raise ValueError("size must be >= 16")
+    if not is_count(n_per_class):
+        raise InvalidInput(f"n_per_class={n_per_class}: expected an integer >= 1 images per class. "
+                           "Set e.g. data.n_per_class=200 (data.shapes_per_class=100 for captions)")
+    if not is_count(size, 16):
+        raise InvalidInput(f"size={size}: expected a side >= 16 pixels for generated shapes. Set e.g. data.image_size=64")
     rng = np.random.default_rng(seed)
     n_classes = len(CLASS_NAMES)
     n = n_classes * n_per_class
@@ -337,20 +346,22 @@ def generate_shapes(n_per_class: int, seed: int = 0, size: int = 64) -> ShapesSe
 
     bg = _BackgroundParams(rng, n, size)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
-        idx = np.arange(start, stop)
-        field = _background_fields(bg, idx, size)
-        low = bg.low[idx].astype(np.float32)[:, None, None]
-        grey = low + field * bg.span[idx].astype(np.float32)[:, None, None]
-        img = grey[..., None] * bg.tint[idx].astype(np.float32)[:, None, None, :]
-        alpha = _shape_masks(labels[idx], centres[idx], radii[idx], angles[idx], size)
-        alpha = alpha.astype(np.float32)[..., None] * np.float32(1.0 / 255.0)
-        img += alpha * (colour_arr[idx][:, None, None, :] - img)
-        noise = rng.standard_normal(img.shape, dtype=np.float32)
-        img += noise * bg.noise_sigma[idx].astype(np.float32)[:, None, None, None]
-        np.clip(img, 0.0, 255.0, out=img)
-        images[start:stop] = np.rint(img).astype(np.uint8)
+    with progress(n, "drawing shapes") as advance:
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            idx = np.arange(start, stop)
+            field = _background_fields(bg, idx, size)
+            low = bg.low[idx].astype(np.float32)[:, None, None]
+            grey = low + field * bg.span[idx].astype(np.float32)[:, None, None]
+            img = grey[..., None] * bg.tint[idx].astype(np.float32)[:, None, None, :]
+            alpha = _shape_masks(labels[idx], centres[idx], radii[idx], angles[idx], size)
+            alpha = alpha.astype(np.float32)[..., None] * np.float32(1.0 / 255.0)
+            img += alpha * (colour_arr[idx][:, None, None, :] - img)
+            noise = rng.standard_normal(img.shape, dtype=np.float32)
+            img += noise * bg.noise_sigma[idx].astype(np.float32)[:, None, None, None]
+            np.clip(img, 0.0, 255.0, out=img)
+            images[start:stop] = np.rint(img).astype(np.uint8)
+            advance(stop - start)
 
     captions = _captions(rng, labels, size_bins, cells)
     return ShapesSet(images=images, labels=labels, captions=captions, class_names=list(CLASS_NAMES))
@@ -362,6 +373,9 @@ class ShapesData(ClassificationDataModule):
     name = "shapes"
 
     def __init__(self, n_per_class: int = 200, seed: int = 0, test_ratio: float = 0.1, image_size: int = 64, **kwargs: Any) -> None:
+        check_setting("n_per_class", n_per_class, is_count(n_per_class), "an integer >= 1 images per class", 200)
+        check_setting("test_ratio", test_ratio, isinstance(test_ratio, (int, float)) and 0 <= test_ratio < 1,
+                      "a fraction in [0, 1)", 0.1)
         kwargs.setdefault("root", f"generated-shapes-{n_per_class}-{seed}")
         super().__init__(image_size=image_size, **kwargs)
         self.n_per_class = n_per_class
@@ -372,13 +386,16 @@ class ShapesData(ClassificationDataModule):
         return list(CLASS_NAMES)
 
     def load_splits(self) -> dict[str, Split]:
+        check_setting("image_size", self.image_size, is_count(self.image_size, 16),
+                      "a side >= 16 pixels to draw the shapes at", 64)
+
         def build() -> DecodedImages:
             generated = generate_shapes(self.n_per_class, self.seed, self.image_size)
             return DecodedImages(generated.images, np.arange(len(generated.images)), generated.labels)
 
         key = f"shapes|n={self.n_per_class}|seed={self.seed}"
         data = cached_decode([], self.cache_path("all"), self.image_size, build=build, extra_key=key)
-        rest, test = stratified_split(data.labels, self.test_ratio, self.split_seed)
+        rest, test = stratified_split(data.labels, self.test_ratio, self.split_seed, key="test_ratio")
         ids = [f"shape_{i:05d}" for i in range(len(data.images))]
 
         def take(idx: np.ndarray) -> Split:

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tincap.data.base import ClassificationDataModule, Split, list_images, scan_class_folders
+from tincap.data.base import ClassificationDataModule, Split
+from tincap.data.class_files import read_class_file, scan_class_folders
+from tincap.data.image_files import list_images
+from tincap.errors import MissingInput
 
-
-def read_class_file(path: Path) -> list[str]:
-    """Class names from 'idx<TAB>name' lines, indexed by idx (0..n-1 each exactly once)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; expected a class list with lines 'idx<TAB>classname'")
-    by_idx: dict[int, str] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t") if "\t" in line else line.split(maxsplit=1)
-        try:
-            idx, name = int(parts[0]), parts[1].strip()
-        except (ValueError, IndexError):
-            raise ValueError(f"{path}:{lineno}: expected 'idx<TAB>classname', got {line!r}") from None
-        if idx in by_idx:
-            raise ValueError(f"{path}:{lineno}: class index {idx} appears twice")
-        by_idx[idx] = name
-    if sorted(by_idx) != list(range(len(by_idx))) or not by_idx:
-        raise ValueError(f"{path}: class indices must be 0..n-1 each once, got {sorted(by_idx)[:10]}")
-    return [by_idx[i] for i in range(len(by_idx))]
+LAYOUT = "class.txt ('idx<TAB>name' lines), train_set/train_set/<class>/*.JPEG and optionally test_set/test_set/*.JPEG"
+FIX = "set data.root=/path/to/tinyimagenet30"
 
 
 def _nested(root: Path, name: str) -> Path:
@@ -41,14 +26,22 @@ class TinyImageNet30(ClassificationDataModule):
 
     def discover_classes(self) -> list[str]:
         if not self.root.is_dir():
-            raise FileNotFoundError(
-                f"TinyImageNet30 folder {self.root} does not exist; expected class.txt, "
-                "train_set/train_set/<class>/*.JPEG and test_set/test_set/*.JPEG (set data.root=...)"
+            raise MissingInput(
+                f"data.root={self.root}: folder does not exist; expected TinyImageNet30 with {LAYOUT}. "
+                "Set data.root=/path/to/tinyimagenet30"
             )
-        return read_class_file(self.root / "class.txt")
+        class_file = self.root / "class.txt"
+        if not class_file.is_file():
+            raise MissingInput(
+                f"data.root={self.root}: {class_file} not found; expected TinyImageNet30 with {LAYOUT}. "
+                "Set data.root=/path/to/tinyimagenet30"
+            )
+        return read_class_file(class_file)
 
     def load_splits(self) -> dict[str, Split]:
-        files, labels, _ = scan_class_folders(_nested(self.root, "train_set"), self.class_names, "TinyImageNet30 train set")
+        files, labels, _ = scan_class_folders(
+            _nested(self.root, "train_set"), self.class_names, f"data.root={self.root}: TinyImageNet30 train set", FIX
+        )
         splits = {"train": self.decode_split("train", files, labels)}
         test_dir = _nested(self.root, "test_set")
         if test_dir.is_dir():

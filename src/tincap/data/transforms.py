@@ -27,6 +27,7 @@ def random_crop(x: Tensor, padding: int) -> Tensor:
 
 
 def random_flip(x: Tensor, p: float = 0.5) -> Tensor:
+    """Mirror each image left-right with probability p (a copy: the input batch is left as it is)."""
     flip = (torch.rand(x.shape[0]) < p).nonzero().squeeze(1)
     x = x.clone()
     x[flip] = x[flip].flip(-1)
@@ -34,11 +35,12 @@ def random_flip(x: Tensor, p: float = 0.5) -> Tensor:
 
 
 def color_jitter(x: Tensor, strength: float) -> Tensor:
-    """Per-image brightness, contrast and saturation factors in [1-s, 1+s], on float images in [0, 1]."""
+    """Per-image brightness, contrast and saturation factors in [max(0, 1-s), 1+s], on float images in [0, 1]."""
     n = x.shape[0]
 
     def factors() -> Tensor:
-        return (1 + (torch.rand(n, 1, 1, 1) * 2 - 1) * strength).to(x.dtype)
+        # floored at 0 as torchvision's ColorJitter does: a negative contrast or saturation factor inverts the image
+        return (1 + (torch.rand(n, 1, 1, 1) * 2 - 1) * strength).clamp_(min=0).to(x.dtype)
 
     x = x * factors()
     mean = (x * _GRAY.to(x.dtype)).sum(1, keepdim=True).mean((2, 3), keepdim=True)

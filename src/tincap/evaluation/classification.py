@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from tincap.evaluation.figures import (
     write_per_class_csv,
 )
 
+log = logging.getLogger(__name__)
+
 
 def classification_figures(result: dict[str, Any], class_names: list[str]) -> dict[str, Figure]:
     """Confusion matrix and one-vs-rest ROC figures of one evaluated split."""
@@ -27,6 +30,10 @@ def classification_figures(result: dict[str, Any], class_names: list[str]) -> di
 def write_classification_files(out_dir: str | Path, result: dict[str, Any], class_names: list[str]) -> dict[str, Figure]:
     """Write confusion_matrix.png, roc.png and per_class.csv; return the figures for TensorBoard."""
     out_dir = Path(out_dir)
+    counted, scored = int(result["confusion"].sum()), len(result["targets"])
+    if counted != scored:  # e.g. a padding sampler's repeats: the matrix counts them, the gathered scores do not
+        log.warning("%s: the confusion matrix counts %d images but ROC curves and per-class AUROC score %d",
+                    out_dir, counted, scored)
     figures = classification_figures(result, class_names)
     for name, fig in figures.items():
         save_figure(fig, out_dir / f"{name}.png")

@@ -3,7 +3,8 @@
 A run directory is any directory holding both `metrics.json` and `config.yaml` (what `train.py` writes).
 The "overrides" column lists the command-line overrides (`.hydra/overrides.yaml`) whose values differ
 between the runs: that is what the user varied, in the words they typed (`model=cnn`), whereas a diff of
-the flattened configs would also list every key an experiment config or a path changes.
+the flattened configs would also list every key an experiment config or a path changes. The "tags" column is
+the run's `tags` (train.yaml's, or its experiment's), comma-joined.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _number(value: Any) -> float | None:
 def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[list[str], list[list[Any]]]:
     """Header and rows (best run first; runs without the metric last); numbers exactly as in metrics.json."""
     test = matching_test_key(metric)
-    header = ["run", "overrides", *FIXED_COLUMNS, metric, *([test] if test else []), *TAIL_COLUMNS]
+    header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *TAIL_COLUMNS]
 
     def rank(r: Run) -> tuple[bool, float]:
         value = _number(r.metrics.get(metric))
@@ -138,8 +139,17 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
     rows = []
     for r in sorted(runs, key=rank):
         values = [r.metrics.get(k) for k in ("params", metric, *([test] if test else []), *TAIL_COLUMNS)]
-        rows.append([r.label, r.varied, model_label(r.config), init_label(r.metrics), *[_number(v) for v in values]])
+        rows.append([r.label, r.varied, tags_label(r.config), model_label(r.config), init_label(r.metrics),
+                     *[_number(v) for v in values]])
     return header, rows
+
+
+def tags_label(config: dict[str, Any]) -> str:
+    """The run's `tags` (train.yaml, each experiment's), comma-joined, so runs can be grouped and filtered by them."""
+    tags = config.get("tags")
+    if tags is None:
+        return ""
+    return ", ".join(str(t) for t in tags) if isinstance(tags, list) else str(tags)
 
 
 def model_label(config: dict[str, Any]) -> str:

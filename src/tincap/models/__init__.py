@@ -9,6 +9,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from tincap.errors import InvalidInput
 from tincap.models.backbone import Backbone, check_backbone
 from tincap.models.freezing import freeze_backbone
 from tincap.models.pretrained import load_weights
@@ -30,7 +31,7 @@ def construct_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Bac
     cfg = {k: v for k, v in _as_dict(cfg).items() if k not in INIT_KEYS[1:]}
     name = cfg.pop("name", None)
     if "_target_" not in cfg:
-        raise ValueError(f"model config {name!r} has no _target_; expected e.g. tincap.models.cnn.CNN")
+        raise InvalidInput(f"model config {name!r} has no _target_; expected e.g. model._target_=tincap.models.cnn.CNN")
     return check_backbone(hydra.utils.instantiate(cfg, num_classes=num_classes), name or cfg["_target_"])
 
 

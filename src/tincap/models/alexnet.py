@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
 from torch import Tensor, nn
+from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
 
 from tincap.models.backbone import InputSpec
 from tincap.models.pretrained import torchvision_weights

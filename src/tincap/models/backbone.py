@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tincap.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class InputSpec:
         if requested is None:
             return self.size
         if self.fixed_size and requested != self.size:
-            raise ValueError(
+            raise InvalidInput(
                 f"model {model_name} only takes {self.size}x{self.size} images, but data.image_size={requested}; "
                 f"set data.image_size={self.size} (or null to follow the model)"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tincap.errors import InvalidInput
 from tincap.models.backbone import Backbone
 from tincap.models.freezing import keep_frozen_norms_in_eval
 
@@ -15,7 +16,7 @@ class CaptionEncoder(nn.Module):
     def __init__(self, backbone: Backbone, embed_dim: int, dropout: float = 0.0, freeze: bool = False) -> None:
         super().__init__()
         if not backbone.spatial:
-            raise ValueError(f"{type(backbone).__name__} has no spatial feature map (N, C, h, w) for a caption encoder; "
+            raise InvalidInput(f"{type(backbone).__name__} has no spatial feature map (N, C, h, w) for a caption encoder; "
                              "choose a convolutional model (model=cnn, resnet, alexnet or timm)")
         self.backbone = backbone
         self.feature_dim: int = backbone.feature_dim

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from tincap.errors import InvalidInput
+
 PAD_ID = 0
 
 State = Tensor | tuple[Tensor, ...]
@@ -54,9 +56,9 @@ class RNNDecoder(nn.Module):
     ) -> None:
         super().__init__()
         if cell not in _CELLS:
-            raise ValueError(f"cell must be one of {sorted(_CELLS)}, got {cell!r}")
+            raise InvalidInput(f"task.decoder.cell={cell}: expected one of {sorted(_CELLS)}")
         if image_input not in _IMAGE_INPUTS:
-            raise ValueError(f"image_input must be one of {_IMAGE_INPUTS}, got {image_input!r}")
+            raise InvalidInput(f"task.decoder.image_input={image_input}: expected one of {_IMAGE_INPUTS}")
         self.cell, self.image_input = cell, image_input
         self.num_layers, self.hidden_dim = num_layers, hidden_dim
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from tincap.checkpoints import read_state_dict
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tincap.errors import InvalidInput, UserError
 from tincap.models.backbone import Backbone, InputSpec, module_name
 
 log = logging.getLogger(__name__)
@@ -23,48 +24,14 @@ def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
     try:
         enum = get_model_weights(arch)
         entry = enum.DEFAULT if weights == "DEFAULT" else enum[weights]
-        return entry.get_state_dict(progress=False)
+        return entry.get_state_dict(progress=False, weights_only=True)
     except KeyError:
-        raise ValueError(f"unknown torchvision weights {weights!r} for {arch}; try DEFAULT") from None
+        raise InvalidInput(f"model.weights={weights}: unknown torchvision weights for {arch}; try model.weights=DEFAULT") from None
     except Exception as exc:  # noqa: BLE001 - urllib, socket and hub errors all mean "could not download"
-        raise RuntimeError(
+        raise UserError(
             f"could not download torchvision weights {arch}/{weights} ({exc}). Offline, download the .pth file "
             "elsewhere and pass it as model.weights_path=/path/to/file.pth with model.weights=null"
         ) from exc
-
-
-def _load(path: Path, expected: str) -> Any:
-    """torch.load with errors that name the file and what it should have been."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; expected {expected}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable torch file ({exc}); expected {expected}") from exc
-
-
-def read_hparams(path: str | Path) -> dict[str, Any]:
-    """The hyper-parameters saved in a tincap (Lightning) checkpoint, with errors that name the file."""
-    path = Path(path).expanduser()
-    obj = _load(path, "a .ckpt written by python train.py")
-    if not isinstance(obj, dict) or "hyper_parameters" not in obj:
-        raise ValueError(f"{path} is not a tincap checkpoint (no hyper_parameters inside); expected a train.py .ckpt")
-    return dict(obj["hyper_parameters"])
-
-
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """A network state dict and the hyper-parameters it came with (empty for a bare torchvision .pth)."""
-    path = Path(path).expanduser()
-    obj = _load(path, "a tincap .ckpt or a torch state-dict .pth")
-    if isinstance(obj, dict) and "state_dict" in obj:
-        hparams = dict(obj.get("hyper_parameters", {}))
-        state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
-        if not state:
-            raise ValueError(f"{path} is a Lightning checkpoint without a 'net.' network inside")
-        return state, hparams
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}
-    raise ValueError(f"{path} holds a {type(obj).__name__}; expected a tincap .ckpt or a state dict of tensors")
 
 
 @dataclass(frozen=True)
@@ -99,7 +66,8 @@ def load_weights(net: Backbone, path: str | Path, model_name: str | None = None)
     state, hparams = read_state_dict(path)
     saved_name = hparams.get("model_cfg", {}).get("name")
     if model_name and saved_name and saved_name != model_name:
-        raise ValueError(f"{path} is a checkpoint of model '{saved_name}', but this run builds model '{model_name}'")
+        raise InvalidInput(f"model.weights_path={path} is a checkpoint of model '{saved_name}', but this run builds model "
+                           f"'{model_name}'; choose model={saved_name} or another weights file")
     own = net.state_dict()
     state = align_prefix(state, own)
     head = module_name(net, net.head)
@@ -112,7 +80,7 @@ def load_weights(net: Backbone, path: str | Path, model_name: str | None = None)
         problems = [f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}" if unexpected else "",
                     f"{len(missing)} missing key(s): {_listed(missing)}" if missing else "",
                     f"{len(reshaped)} key(s) of another shape (file vs network): {_listed(reshaped)}" if reshaped else ""]
-        raise ValueError(f"{path} does not fit model {model_name or type(net).__name__} (weights of another "
+        raise InvalidInput(f"model.weights_path={path} does not fit model {model_name or type(net).__name__} (weights of another "
                          f"architecture, width or input stem?): " + "; ".join(p for p in problems if p))
     new_head = [k for k in head_keys if k not in state or state[k].shape != own[k].shape]
     file_classes = state[f"{head}.weight"].shape[0] if f"{head}.weight" in state else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
+from tincap.errors import InvalidInput
 from tincap.models.backbone import InputSpec
 from tincap.models.pretrained import torchvision_weights
 
@@ -19,7 +20,7 @@ class ResNet(tv.ResNet):
 
     def __init__(self, num_classes: int, depth: int = 18, small_input: bool = True, weights: str | None = None) -> None:
         if depth not in _BLOCKS:
-            raise ValueError(f"model.depth must be one of {sorted(_BLOCKS)}, got {depth}")
+            raise InvalidInput(f"model.depth={depth}: expected one of {sorted(_BLOCKS)}")
         block, layers = _BLOCKS[depth]
         super().__init__(block, layers, num_classes=1000 if weights else num_classes)
         if weights:

@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import Tensor, nn
 
+from tincap.errors import InvalidInput, UserError
 from tincap.models.backbone import InputSpec
 
 
@@ -18,7 +19,7 @@ def create_timm_model(arch: str, num_classes: int, pretrained: bool, **kwargs: f
     """timm.create_model with clear errors for an unknown name or weights that cannot be downloaded."""
     if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
-        raise ValueError(f"model.arch={arch} is not a timm architecture"
+        raise InvalidInput(f"model.arch={arch} is not a timm architecture"
                          + (f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('*name*')"))
     if not pretrained:
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
@@ -26,11 +27,11 @@ def create_timm_model(arch: str, num_classes: int, pretrained: bool, **kwargs: f
            "with model.pretrained=false")
     reason = hub_unreachable()
     if reason:
-        raise RuntimeError(f"model.pretrained=true: could not download timm's weights for {arch} ({reason}). {fix}")
+        raise UserError(f"model.pretrained=true: could not download timm's weights for {arch} ({reason}). {fix}")
     try:
         return timm.create_model(arch, pretrained=True, num_classes=num_classes, **kwargs)
     except Exception as exc:  # noqa: BLE001 - hub, socket and offline-mode errors all mean "could not download"
-        raise RuntimeError(f"model.pretrained=true: could not download timm's weights for {arch} "
+        raise UserError(f"model.pretrained=true: could not download timm's weights for {arch} "
                            f"({type(exc).__name__}: {exc}). {fix}") from exc
 
 

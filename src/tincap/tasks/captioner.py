@@ -15,7 +15,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
 from tincap.atomic import atomic_write_csv
-from tincap.data.cache import state_digest
 from tincap.data.vocab import Vocabulary
 from tincap.evaluation.caption_metrics import (
     best_blind_caption,
@@ -29,7 +28,7 @@ from tincap.evaluation.figures import caption_grid_figure
 from tincap.models.backbone import Backbone
 from tincap.models.caption_encoder import CaptionEncoder
 from tincap.models.decoding import beam_search, greedy_decode
-from tincap.models.pretrained import read_hparams
+from tincap.models.digest import state_digest
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
 
 log = logging.getLogger(__name__)
@@ -195,17 +194,6 @@ class Captioner(L.LightningModule):
             groups.append({"params": backbone, "lr_scale": self.hparams.encoder_lr_scale})
         optimizer = scale_group_lrs(self.optimizer_factory(groups))
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
-
-
-def load_captioner(ckpt_path: str | Path) -> Captioner:
-    """Rebuild a trained captioner from its checkpoint alone: network config, decoder and vocabulary are inside."""
-    from tincap.models import rebuild_network
-
-    hparams = read_hparams(ckpt_path)
-    if "vocab" not in (hparams.get("data_info") or {}) or "decoder" not in hparams:
-        raise ValueError(f"{ckpt_path} is not a tincap captioner checkpoint (no decoder / vocabulary inside)")
-    net = rebuild_network(hparams["model_cfg"], 1)
-    return Captioner.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)
 
 
 def _decoder_dims(decoder: dict[str, Any], embed_dim: int, feature_dim: int) -> dict[str, int]:

@@ -9,6 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies.launchers.multiprocessing import (
+    _MultiProcessingLauncher,
+)
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import (
@@ -21,7 +24,7 @@ from torchmetrics.classification import (
 from tincap.evaluation.classification import write_classification_files
 from tincap.models.backbone import Backbone
 from tincap.models.freezing import keep_frozen_norms_in_eval
-from tincap.models.pretrained import read_hparams
+from tincap.tasks.gathering import gather_by_index
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
 
 
@@ -80,8 +83,9 @@ class Classifier(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
         # image-weighted and gathered across processes, so DDP shares of unequal size average like one process
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
-        self.results: dict[str, dict[str, Any]] = {}  # last epoch of each stage: values, confusion, probs, targets
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": [], "predict": []}
+        # last run of each stage, every process's images in dataset order: values, confusion, index, probs, targets
+        self.results: dict[str, dict[str, Any]] = {}
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
 
@@ -130,8 +134,24 @@ class Classifier(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
+    def _local_index(self, stage: str, n: int) -> Tensor:
+        """The dataset index of each of this process's first `n` images of `stage`, in the order its sampler gave them."""
+        loaders = getattr(self.trainer, f"{stage}_dataloaders")
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        # the batch sampler, not `loader.sampler`: to predict, Lightning moves the distributed sampler into it
+        batches = loader.batch_sampler if loader.batch_sampler is not None else ([i] for i in loader.sampler)
+        return torch.as_tensor([i for batch in batches for i in batch], dtype=torch.long)[:n]
+
+    def _gathered(self, stage: str) -> dict[str, Tensor]:
+        """The epoch's probabilities and targets of every process, in dataset order, each image once."""
+        outputs, self._outputs[stage] = self._outputs[stage], []
+        probs = torch.cat([o[0] for o in outputs]) if outputs else torch.empty(0, self.num_classes)
+        targets = torch.cat([o[1] for o in outputs]) if outputs else torch.empty(0, dtype=torch.long)
+        index, probs, targets = gather_by_index(self._local_index(stage, len(probs)), probs, targets)
+        return {"index": index, "probs": probs, "targets": targets}
+
     def _collect(self, stage: str) -> dict[str, Any]:
-        """Compute and log the epoch's metrics; return the confusion matrix and this process's probabilities."""
+        """Compute and log the epoch's metrics; return them with the confusion matrix and every process's probabilities."""
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         confusion = self.val_confusion if stage == "val" else self.test_confusion
         values = metrics.compute()
@@ -139,10 +159,7 @@ class Classifier(L.LightningModule):
         cm = confusion.compute().cpu()
         metrics.reset()
         confusion.reset()
-        outputs, self._outputs[stage] = self._outputs[stage], []
-        probs = torch.cat([o[0] for o in outputs]) if outputs else torch.empty(0, self.num_classes)
-        targets = torch.cat([o[1] for o in outputs]) if outputs else torch.empty(0, dtype=torch.long)
-        return {"values": {k: float(v) for k, v in values.items()}, "confusion": cm, "probs": probs, "targets": targets}
+        return {"values": {k: float(v) for k, v in values.items()}, "confusion": cm, **self._gathered(stage)}
 
     def on_validation_epoch_end(self) -> None:
         self.results["val"] = self._collect("val")
@@ -151,8 +168,24 @@ class Classifier(L.LightningModule):
         self.results["test"] = self._collect("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, _ = batch
-        return self(x).float().softmax(1)
+        x, y = batch
+        probs = self(x).float().softmax(1)
+        self._outputs["predict"].append((probs.cpu(), y.cpu()))  # y is -1 for unlabelled images
+        return probs
+
+    def on_predict_epoch_end(self) -> None:
+        self.results["predict"] = self._gathered("predict")
+
+    def predict_in_order(self, trainer: L.Trainer, **predict_kwargs: Any) -> tuple[list[int], Tensor]:
+        """Dataset indices and probabilities of every image `trainer.predict` sees, once each, from every process.
+
+        Spawned processes cannot hand their results back, so under ddp_spawn the prediction runs here in one process."""
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            trainer = L.Trainer(accelerator=trainer.accelerator, devices=1, precision=trainer.precision, logger=False,
+                                enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
+        trainer.predict(self, return_predictions=False, **predict_kwargs)
+        result = self.results.pop("predict")
+        return result["index"].tolist(), result["probs"]
 
     output_stages = ("val",)
 
@@ -168,15 +201,3 @@ class Classifier(L.LightningModule):
         optimizer = scale_group_lrs(self.optimizer_factory(groups))
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
 
-
-def load_classifier(ckpt_path: str | Path) -> Classifier:
-    """Rebuild a trained classifier from its checkpoint alone (network config and class names are inside)."""
-    from tincap.models import rebuild_network
-
-    hparams = read_hparams(ckpt_path)
-    model_cfg = hparams.get("model_cfg")
-    info = hparams.get("data_info") or {}
-    if not model_cfg or not info.get("class_names"):
-        raise ValueError(f"{ckpt_path} is not a tincap classifier checkpoint (no model_cfg / class names inside)")
-    net = rebuild_network(model_cfg, len(info["class_names"]))
-    return Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", net=net, optimizer=None, weights_only=False)
