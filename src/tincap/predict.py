@@ -41,9 +41,9 @@ def predict_files(task: Classifier, files: list[Path], trainer: L.Trainer, batch
     decoded = decode_files(files, info["image_size"])
     transform = BatchTransform(train=False, mean=tuple(info["mean"]), std=tuple(info["std"]))
     loader = DataLoader(ArrayDataset(decoded.images, None, transform), batch_size=batch_size, collate_fn=keep_batch)
-    probs = torch.cat(trainer.predict(task, dataloaders=loader))
-    kept = decoded.kept.tolist()
-    skipped = sorted(set(range(len(files))) - set(kept))
+    index, probs = task.predict_in_order(trainer, dataloaders=loader)  # every process's share, once each
+    kept = decoded.kept[index].tolist()
+    skipped = sorted(set(range(len(files))) - set(decoded.kept.tolist()))
     return Predictions([files[i] for i in kept], probs, [files[i] for i in skipped])
 
 
