@@ -118,6 +118,22 @@ def in_process(compose_train, capsys, script: str, *overrides: str, config_name:
     return err.splitlines()[-1]
 
 
+def test_a_sweep_goes_on_past_a_job_with_a_user_error(tmp_path: Path) -> None:
+    proc = run_script("train.py", "-m", "data.n_per_class=4", "model.widths=[8,16,32,64]", "trainer.max_epochs=1",
+                      "data.image_size=8,32", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Error: data.image_size=8: expected a side >= 16 pixels" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    (sweep,) = (tmp_path / "train" / "multiruns").iterdir()
+    assert (sweep / "0" / FAILED_MARKER).is_file() and not (sweep / "0" / "metrics.json").exists()
+    assert (sweep / "1" / "metrics.json").is_file() and not (sweep / "1" / FAILED_MARKER).exists()
+    report = subprocess.run([sys.executable, str(REPO / "report.py"), str(sweep)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert f"note: {sweep / '0'}: the run stopped early and is not in the table (data.image_size=8: expected" \
+        in report.stdout
+
+
 def test_impossible_configuration_is_refused_before_training(compose_train, capsys) -> None:
     message = in_process(compose_train, capsys, "train", "model=timm", "model.arch=vit_tiny_patch16_224",
                          "data.image_size=64", "data.n_per_class=2")

@@ -256,6 +256,10 @@ def _cell(value: Any, column: str) -> str:
     return str(value).replace("|", "\\|") or "-"
 
 
+def _first_line(path: Path) -> str:
+    return (path.read_text(errors="replace").strip().splitlines() or [""])[0][:200]
+
+
 def markdown(header: list[str], rows: list[list[Any]], metric: str, notes: list[str], figures: list[str]) -> str:
     lines = [f"# Report: {len(rows)} run(s), sorted by {metric}", ""]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -274,7 +278,9 @@ def write_report(directories: list[str | Path], out: str | Path | None = None,
     if not directories:
         raise ValueError("report: give at least one run or sweep directory")
     paths: dict[Path, Path] = {}
+    failed: set[Path] = set()
     for d in directories:
+        failed |= {p.parent.resolve() for p in Path(d).rglob("FAILED")}  # written by tincap.entry on a stopped run
         found = find_runs(d)
         if not found:
             raise FileNotFoundError(f"report: no runs found under {d} "
@@ -288,6 +294,8 @@ def write_report(directories: list[str | Path], out: str | Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
 
     notes = [f"{r.label}: no {metric} in metrics.json" for r in runs if _number(r.metrics.get(metric)) is None]
+    notes += [f"{p}: the run stopped early and is not in the table ({_first_line(p / 'FAILED')})"
+              for p in sorted(failed - set(paths))]
     pretrained = [r.label for r in runs if is_imagenet_pretrained(str(r.metrics.get("init") or ""))]
     if pretrained and len(pretrained) < len(runs):
         notes.append(f"{len(pretrained)} run(s) started from ImageNet-pretrained weights (init column): they have "
