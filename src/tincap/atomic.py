@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tincap.errors import exception_chain
+
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_csv", "atomic_write_text", "remove_dead_temps"]
 
 
@@ -147,14 +149,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def _os_error(exc: BaseException) -> OSError | None:
     """The system error behind a failed write; writers such as torch.save hide it behind their own RuntimeError."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno is not None:
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    return next((e for e in exception_chain(exc) if isinstance(e, OSError) and e.errno is not None), None)
 
 
 def _naming(exc: OSError, target: Path) -> OSError:

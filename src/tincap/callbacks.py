@@ -96,6 +96,6 @@ class StopOnNonFiniteLoss(L.Callback):
         raise TrainingDiverged(
             f"training stopped: the {what} became {float(loss):g} at epoch {trainer.current_epoch}, step "
             f"{trainer.global_step} (learning rate {lr:g}, from optimizer.lr={base:g}). Usually the learning rate is "
-            f"too high for this model and batch size: try optimizer.lr={base / 10:g}, a warm-up (scheduler=onecycle), or trainer.gradient_clip_val=1;"
-            f" otherwise check the input data for bad values. {kept}."
+            f"too high for this model and batch size: try optimizer.lr={base / 10:g}, a warm-up (scheduler=onecycle), "
+            f"or trainer.gradient_clip_val=1; otherwise check the input data for bad values. {kept}."
         )

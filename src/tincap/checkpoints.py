@@ -48,11 +48,13 @@ def read_file(path: str | Path, expected: str, key: str | None = None) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         foreign = _foreign_globals(path)
-        if not foreign and (foreign is not None or "GLOBAL" not in str(exc)):
+        if foreign is None and "GLOBAL" in str(exc):  # a legacy-format file names its globals only when unpickled
+            foreign = "a legacy pickle"
+        if not foreign:
             raise InvalidInput(f"{named} is not a readable torch file ({type(exc).__name__}); expected {expected}") \
                 from None
         raise InvalidInput(
-            f"{named} holds Python objects besides tensors and plain containers ({foreign or 'a legacy pickle'}). tincap "
+            f"{named} holds Python objects besides tensors and plain containers ({foreign}). tincap "
             "refuses to unpickle it, because loading such a file can run any code it carries. Expected "
             f"{expected}. If you trust the file's source, save just its tensors once (torch.save(model.state_dict(), "
             "'clean.pth')) and pass that file instead"
@@ -115,9 +117,8 @@ def task_kind(hparams: dict[str, Any]) -> TaskKind:
 
 def load_task(path: str | Path, kind: TaskKind | None = None, key: str = "ckpt_path") -> L.LightningModule:
     """Rebuild the classifier or captioner of a checkpoint from the file alone; `kind` refuses the other one."""
-    from tincap.models import (
-        rebuild_network,  # late: the task and model modules read checkpoints through here
-    )
+    # imported here: the task and model modules read checkpoints through this module
+    from tincap.models import rebuild_network
     from tincap.tasks.captioner import Captioner
     from tincap.tasks.classifier import Classifier
 
@@ -168,4 +169,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def checkpoint_epoch(path: str | Path) -> int:
     """The epochs a checkpoint had completed when it was written."""
     return int(read_file(path, "a checkpoint written by this run")["epoch"]) + 1
-

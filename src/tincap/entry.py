@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from tincap.atomic import atomic_write_text
-from tincap.errors import UserError
+from tincap.errors import UserError, exception_chain
 from tincap.rundir import closing_line, print_config_tree, quiet_known_warnings
 
 FAILED_MARKER = "FAILED"  # a run directory holding this file is a run that stopped early; it says why
@@ -42,10 +42,7 @@ class Outcome:
 def user_message(exc: BaseException) -> str | None:
     """The message of a failure the user caused, found anywhere in the exception's chain (Hydra wraps constructor
     errors in InstantiationException); None for a bug, which keeps its traceback."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         if isinstance(current, UserError):
             return str(current)
         if isinstance(current, OSError) and current.errno in DISK_ERRNOS:
@@ -55,7 +52,6 @@ def user_message(exc: BaseException) -> str | None:
             key = named[1] if named else current.full_key
             if key:
                 return f"{key} is required but not set (??? in its config); add {key}=... to the command line"
-        current = current.__cause__ or current.__context__
     return None
 
 

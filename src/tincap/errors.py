@@ -6,6 +6,8 @@ keeps its traceback. Each message names the file or key, what was expected, and 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """A failure the user can fix by changing a command-line override or a file."""
@@ -21,3 +23,14 @@ class MissingInput(UserError, FileNotFoundError):
 
 class TrainingDiverged(UserError, ArithmeticError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those behind it (`raise ... from`, or raised while handling), each once: libraries such as
+    Hydra and torch.save wrap the error that says what went wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

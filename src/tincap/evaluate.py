@@ -18,6 +18,7 @@ from tincap.errors import InvalidInput
 from tincap.evaluation.submission import read_id_category_csv, write_submission
 from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner
+from tincap.tasks.classifier import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,20 @@ def datamodule_for(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataM
     return dm
 
 
+def submit_test_split(task: Classifier, trainer: L.Trainer, dm: L.LightningDataModule, path: Path,
+                      **predict_kwargs: Any) -> torch.Tensor | None:
+    """Predict the unlabelled test split with every process and write submission.csv once; returns the probabilities
+    in test-id order, or None when only part of the split was predicted (fast_dev_run, limit_predict_batches)."""
+    index, probs = task.predict_in_order(trainer, datamodule=dm, **predict_kwargs)
+    ids = dm.splits["test"].ids
+    if len(index) < len(ids):
+        log.warning("predicted %d of %d test images: no %s", len(index), len(ids), path.name)
+        return None
+    if trainer.is_global_zero:
+        write_submission(path, ids, probs.argmax(1).numpy())
+    return probs
+
+
 def score_against_key(ids: list[str], probs: torch.Tensor, labels_csv: str | Path) -> dict[str, float]:
     """Top-1/top-5 of test predictions against an 'Id,Category' answer key."""
     key = read_id_category_csv(labels_csv)
@@ -88,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     split = str(cfg.get("split", "auto"))
     dm.setup()
-    where = f"{dm.name} at {dm.root}" if getattr(dm, "root", None) else dm.name
+    where = f"{dm.name} at {dm.root}" if dm.root else dm.name  # generated caption shapes have no folder
     if split not in ("auto", "val", "test"):
         raise InvalidInput(f"split={split}: eval.py scores split=val or split=test (split=auto: test when it is "
                            f"labelled, else val); {where} has the splits {', '.join(sorted(dm.splits))}")
@@ -110,15 +125,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         if trainer.is_global_zero:
             metrics.update(task.write_outputs(out_dir, split, dm)[0])
     if unlabelled_test:
-        index, probs = task.predict_in_order(trainer, datamodule=dm)
-        ids = dm.splits["test"].ids
-        if len(index) < len(ids):  # trainer.limit_predict_batches
-            log.warning("predicted %d of %d test images: no submission.csv, no test/acc", len(index), len(ids))
-        else:
-            if trainer.is_global_zero:
-                write_submission(out_dir / "submission.csv", ids, probs.argmax(1).numpy())
-            if cfg.get("labels_csv"):
-                metrics.update(score_against_key(ids, probs, cfg.labels_csv))
+        probs = submit_test_split(task, trainer, dm, out_dir / "submission.csv")
+        if probs is not None and cfg.get("labels_csv"):
+            metrics.update(score_against_key(dm.splits["test"].ids, probs, cfg.labels_csv))
     metrics["split"] = split
     if trainer.is_global_zero:  # under DDP every process gets the synced metrics; one writes them
         write_metrics(out_dir / "metrics.json", metrics)

@@ -21,7 +21,7 @@ from tincap.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
 from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import MissingInput
-from tincap.evaluation.submission import write_submission
+from tincap.evaluate import submit_test_split
 from tincap.models import construct_network, initialise_network
 from tincap.rundir import write_metrics
 
@@ -133,12 +133,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             if trainer.is_global_zero and "test" in task.output_stages:
                 metrics.update(task.write_outputs(run_dir, "test", datamodule)[0])
         elif "test" in datamodule.splits:
-            index, probs = task.predict_in_order(trainer, datamodule=datamodule, ckpt_path=best)
-            ids = datamodule.splits["test"].ids
-            if len(index) < len(ids):  # fast_dev_run or trainer.limit_predict_batches
-                log.info("predicted %d of %d test images: no submission.csv", len(index), len(ids))
-            elif trainer.is_global_zero:
-                write_submission(run_dir / "submission.csv", ids, probs.argmax(1).numpy())
+            submit_test_split(task, trainer, datamodule, run_dir / "submission.csv", ckpt_path=best)
 
     throughput = next((c for c in callbacks if isinstance(c, Throughput)), None)
     metrics.update(

@@ -126,7 +126,25 @@ class Split:
     ids: list[str] = field(default_factory=list)
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class FedByNetwork:
+    """The preprocessing a datamodule takes from the network it feeds, shared by the classification and caption data."""
+
+    image_size: int | None
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    splits: dict[str, Any]  # each split holds `images` (N, H, W, 3)
+
+    def feed(self, spec: InputSpec, model_name: str) -> None:
+        """Preprocess for this network: its mean and std, and its input size unless data.image_size is set."""
+        self.image_size = spec.image_size(self.image_size, model_name)
+        self.mean, self.std = spec.mean, spec.std
+
+    def decoded_size(self) -> int:
+        """The side the images are decoded at: data.image_size, else (null) the training files' own size."""
+        return self.image_size or int(self.splits["train"].images.shape[1])
+
+
+class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
     """Base datamodule: subclasses say where the images are (`load_splits`); this class caches, splits and serves."""
 
     name = "images"
@@ -216,11 +234,6 @@ class ClassificationDataModule(L.LightningDataModule):
             "%s: %s", self.name, ", ".join(f"{k}={len(v.images)}" for k, v in splits.items())
         )
 
-    def feed(self, spec: InputSpec, model_name: str) -> None:
-        """Preprocess for this network: its mean and std, and its input size unless data.image_size is set."""
-        self.image_size = spec.image_size(self.image_size, model_name)
-        self.mean, self.std = spec.mean, spec.std
-
     def transform(self, train: bool) -> BatchTransform:
         aug = {k: v for k, v in self.augment.items() if k not in ("mixup_alpha", "cutmix_alpha", "mix_prob")}
         return BatchTransform(train=train, mean=self.mean, std=self.std, **(aug if train else {}))
@@ -280,7 +293,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.setup()
         return {
             "class_names": self.class_names,
-            "image_size": self.image_size or int(self.splits["train"].images.shape[1]),  # null: the files' own size
+            "image_size": self.decoded_size(),
             "mean": list(self.mean),
             "std": list(self.std),
             "dataset": self.name,

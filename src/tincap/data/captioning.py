@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from tincap.data.base import (
+    FedByNetwork,
     check_loader_settings,
     check_setting,
     epoch_sampler,
@@ -29,9 +30,6 @@ from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from tincap.data.vocab import Vocabulary, tokenize
 from tincap.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from tincap.models.backbone import InputSpec
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def _to_float(x: Tensor) -> Tensor:
     return x.float()
 
 
-class CaptionData(L.LightningDataModule):
+class CaptionData(FedByNetwork, L.LightningDataModule):
     """Images + captions split by image; the vocabulary comes from the training captions only."""
 
     def __init__(
@@ -271,12 +269,7 @@ class CaptionData(L.LightningDataModule):
     def num_classes(self) -> int:
         return 1  # the encoder backbone's classification head is unused
 
-    def feed(self, spec: InputSpec, model_name: str) -> None:
-        """Preprocess for the encoder: its mean and std, and its input size unless data.image_size is set."""
-        self.image_size = spec.image_size(self.image_size, model_name)
-        self.mean, self.std = spec.mean, spec.std
-
     def describe(self) -> dict[str, Any]:
         self.setup()
-        return {"image_size": self.image_size or int(self.splits["train"].images.shape[1]), "mean": list(self.mean), "std": list(self.std),
+        return {"image_size": self.decoded_size(), "mean": list(self.mean), "std": list(self.std),
                 "dataset": self.name, "vocab": self.vocab.state_dict(), "max_len": self.max_len}

@@ -25,17 +25,10 @@ class TinyImageNet30(ClassificationDataModule):
     name = "tin30"
 
     def discover_classes(self) -> list[str]:
-        if not self.root.is_dir():
-            raise MissingInput(
-                f"data.root={self.root}: folder does not exist; expected TinyImageNet30 with {LAYOUT}. "
-                "Set data.root=/path/to/tinyimagenet30"
-            )
         class_file = self.root / "class.txt"
         if not class_file.is_file():
-            raise MissingInput(
-                f"data.root={self.root}: {class_file} not found; expected TinyImageNet30 with {LAYOUT}. "
-                "Set data.root=/path/to/tinyimagenet30"
-            )
+            what = "folder does not exist" if not self.root.is_dir() else f"{class_file} not found"
+            raise MissingInput(f"data.root={self.root}: {what}; expected TinyImageNet30 with {LAYOUT}. {FIX.capitalize()}")
         return read_class_file(class_file)
 
     def load_splits(self) -> dict[str, Split]:
