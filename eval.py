@@ -13,7 +13,7 @@ os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from tincap.evaluate import run
+    from tincap.checkpoint_eval import run
 
     run(cfg)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tincap.data.captions import (
+from tincap.data.caption_datamodule import CaptionData
+from tincap.data.caption_files import (
     CaptionRecord,
     images_without_captions,
     read_captions,
@@ -187,6 +188,30 @@ def test_vocabulary_round_trip_unk_and_max_len(sample_records: list[CaptionRecor
         w if w in vocab.stoi else "<unk>" for w in tokenize(long)
     )
     assert vocab.decode([*cut, vocab.pad_id], strip_specials=False).split()[-1] == "<eos>"
+
+
+def test_vocabulary_is_restored_from_the_datamodule_state() -> None:
+    """A checkpoint keeps the vocabulary as the datamodule's state; a datamodule given it never rebuilds one."""
+    trained = CaptionData(shapes_per_class=2, image_size=32, min_freq=1)
+    assert trained.state_dict() == {}  # nothing to save before setup
+    trained.setup()
+    state = json.loads(json.dumps(trained.state_dict()))  # plain containers, as a checkpoint holds them
+    assert set(state) == {"vocab"} and state["vocab"]["itos"] == trained.vocab.itos
+    rebuilt = CaptionData(shapes_per_class=2, image_size=32, min_freq=50)
+    rebuilt.setup()
+    assert len(rebuilt.vocab) < len(trained.vocab)  # min_freq=50 would build a smaller vocabulary
+
+    restored = CaptionData(shapes_per_class=2, image_size=32, min_freq=50)
+    restored.load_state_dict(state)  # before setup, as Lightning restores a checkpoint
+    restored.setup()
+    assert restored.vocab.itos == trained.vocab.itos and restored.vocab == trained.vocab
+    assert restored.task_inputs() == {"vocab": restored.vocab}
+    assert restored.encoded_captions("train") == trained.encoded_captions("train")
+    assert restored.state_dict() == state
+    rebuilt.load_state_dict(state)  # after setup: the loaded vocabulary replaces the one built
+    assert rebuilt.vocab.itos == trained.vocab.itos
+    assert restored.training_captions() == trained.training_captions()
+    assert "vocab" not in restored.describe() and restored.describe()["num_classes"] == 1
 
 
 # ---------------------------------------------------------------- splits

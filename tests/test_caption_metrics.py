@@ -15,14 +15,17 @@ from conftest import require_dataset
 from torchmetrics.functional.text import bleu_score
 
 from tincap.evaluation.caption_metrics import (
+    CiderD,
     _BlindBleu,
     best_blind_caption,
     cider_d,
     corpus_bleu,
+    diversity,
     embedding_lookup,
     mean_cosine,
     nearest_neighbour_captions,
 )
+from tincap.evaluation.word_vectors import caption_word_vectors
 
 
 def toks(text: str) -> list[str]:
@@ -139,6 +142,87 @@ def test_cider_d_matches_coco_caption_when_installed() -> None:
         )
         assert mean == pytest.approx(coco_mean, abs=1e-12)
         assert per_image == pytest.approx(list(coco_per_image), abs=1e-12)
+
+
+def test_cider_d_with_a_fixed_corpus() -> None:
+    # SCST rewards: CIDEr-D against corpus image i's references, with the whole corpus's document frequencies
+    corpus = [
+        [toks("a b c d"), toks("a b c")],
+        [toks("e f g h")],
+        [toks("a b x y"), toks("a x y z")],
+    ]
+    scorer = CiderD(corpus)
+    hyps = [toks("a b z z"), toks("e f g"), toks("a b c d"), toks("x y z"), toks("a b z z")]
+    index = [0, 1, 0, 2, 0]  # repeats, as k samples of one image
+    per_hyp = scorer.corpus_scores(hyps, index)
+    assert per_hyp == scorer.scores(hyps, [corpus[i] for i in index])
+    assert per_hyp[0] == per_hyp[4] and per_hyp[2] > per_hyp[0] > 0  # the second look-up reuses the vectors
+    # over the whole corpus, in order, it is coco-caption's CIDEr-D of that corpus
+    assert CiderD(corpus).corpus_scores(hyps[:3], [0, 1, 2]) == pytest.approx(cider_d(hyps[:3], corpus)[1], abs=1e-12)
+    # the same hypotheses scored on their own references alone see other document frequencies ("a" and "b"
+    # are in 2 of 3 corpus images but in 1 of 2 of these): the scores differ
+    alone = cider_d([hyps[0], hyps[1]], [corpus[0], corpus[1]])[1]
+    assert alone[0] != pytest.approx(per_hyp[0], abs=1e-6)
+    # hand-worked: in the corpus "a b", "a c", "d e" the idf of "a" is log(3/2), of "b" log(3); hypothesis "a" for
+    # image 0 has no bigram, so only the unigram cosine counts, times the length penalty exp(-(0 - 1)^2 / 72)
+    small = CiderD([[toks("a b")], [toks("a c")], [toks("d e")]])
+    cos_1 = math.log(1.5) / math.hypot(math.log(1.5), math.log(3))
+    assert small.corpus_scores([toks("a")], [0]) == pytest.approx([10 * cos_1 * math.exp(-1 / 72) / 4], abs=1e-12)
+    assert cider_d([toks("a")], [[toks("a b")]])[1] == [0.0]  # a one-image corpus: every idf is log(1) = 0
+    # n-grams in every corpus image weigh nothing, so "a" scores 0 where it is in both
+    assert CiderD([[toks("a b")], [toks("a c")]]).corpus_scores([toks("a")], [0]) == [0.0]
+    # empty captions (an SCST sample that is just <eos>) score 0, not NaN
+    assert scorer.corpus_scores([[], []], [0, 2]) == [0.0, 0.0]
+    with pytest.raises(ValueError, match="2 hypotheses but 1 image"):
+        scorer.corpus_scores([toks("a"), toks("b")], [0])
+    with pytest.raises(ValueError):
+        CiderD([])
+
+
+def test_diversity_hand_worked() -> None:
+    hyps = [toks("a dog runs"), toks("a dog runs"), toks("a cat"), toks("a black dog runs fast")]
+    training = [toks("a dog runs"), toks("two cats play")]
+    got = diversity(hyps, iter(training))
+    # 3 distinct captions; words a, dog, runs, cat, black, fast; "a dog runs" (twice) is a training caption, the
+    # other 2 of 4 are new; lengths 3, 3, 2, 5
+    assert got == {"distinct_captions": 3.0, "vocab_used": 6.0, "novel_ratio": 0.5, "mean_length": 13 / 4}
+    assert diversity([[]], training) == {"distinct_captions": 1.0, "vocab_used": 0.0, "novel_ratio": 1.0,
+                                         "mean_length": 0.0}
+    with pytest.raises(ValueError):
+        diversity([], training)
+
+
+def topic_captions() -> list[list[str]]:
+    """Three topics whose words appear together in captions, never with another topic's (but all with "the")."""
+    topics = [["dog", "ball", "park"], ["cat", "mouse", "house"], ["car", "road", "city"]]
+    return [["the", a, "and", "the", b] for t in topics for a in t for b in t if a != b] * 2
+
+
+def _cos(lookup, a: str, b: str) -> float:
+    u, v = lookup([a])[0], lookup([b])[0]
+    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+
+def test_caption_word_vectors() -> None:
+    captions = topic_captions()
+    lookup = caption_word_vectors(captions, dim=10, min_count=5)
+    again = caption_word_vectors(list(captions), dim=10, min_count=5)
+    words = sorted({w for c in captions for w in c})
+    np.testing.assert_array_equal(lookup(words), again(words))  # deterministic: the same table every build
+    assert lookup(words).shape[1] <= 10
+    # words of one topic share captions, words of two topics never do
+    assert _cos(lookup, "dog", "ball") > _cos(lookup, "dog", "mouse") + 0.5
+    assert _cos(lookup, "road", "city") > _cos(lookup, "road", "park") + 0.5
+    # unknown words (and words used fewer than min_count times) are skipped
+    np.testing.assert_array_equal(lookup(["dog", "zebra", "ball"]), lookup(["dog", "ball"]))
+    assert lookup(["zebra"]) is None and lookup([]) is None
+    rare = caption_word_vectors([*captions, ["dog", "unicorn"]], dim=10, min_count=5)
+    assert rare(["unicorn"]) is None
+    assert mean_cosine([toks("dog ball")], [[toks("ball dog")]], lookup) == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="too few words"):
+        caption_word_vectors([toks("a b c")] * 4, min_count=5)  # no word used 5 times
+    with pytest.raises(ValueError, match="too few words"):
+        caption_word_vectors([toks("a b"), toks("a c")] * 3, min_count=5)  # only "a"
 
 
 def test_mean_cosine_hand_worked() -> None:

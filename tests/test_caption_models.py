@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tincap.data.vocab import Vocabulary
+from tincap.models.caption_decoders import AttentionDecoder, RNNDecoder
 from tincap.models.caption_encoder import CaptionEncoder
+from tincap.models.caption_search import beam_search, greedy_decode
 from tincap.models.cnn import CNN
-from tincap.models.decoders import AttentionDecoder, RNNDecoder
-from tincap.models.decoding import beam_search, greedy_decode
+from tincap.tasks.captioner import Captioner
 
 V, D, C, P = 12, 8, 6, 4  # vocab, global feature dim, spatial channels, spatial positions
 PAD, BOS, EOS = 0, 1, 2
 KINDS = [f"{cell}-{inp}" for cell in ("rnn", "gru", "lstm") for inp in ("init_state", "first_step")] + ["attention"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and do not fight a busy machine's other cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_decoder(kind: str, seed: int = 0, num_layers: int = 2, dropout: float = 0.1) -> nn.Module:
@@ -37,9 +32,10 @@ def make_decoder(kind: str, seed: int = 0, num_layers: int = 2, dropout: float =
     return RNNDecoder(V, D, 8, 16, num_layers, dropout, cell=cell, image_input=image_input)
 
 
-def features(n: int, seed: int = 1) -> tuple[Tensor, Tensor]:
+def features(dec: nn.Module, n: int, seed: int = 1) -> Tensor:
+    """What `dec` reads of n images: a global vector (n, D) or a spatial map (n, P, C)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, D, generator=g), torch.randn(n, P, C, generator=g)
+    return torch.randn(n, D, generator=g) if dec.reads == "global" else torch.randn(n, P, C, generator=g)
 
 
 def captions(lengths: list[int], extra_pad: int = 0, seed: int = 2) -> Tensor:
@@ -57,38 +53,80 @@ def state_tensors(state: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return state if isinstance(state, tuple) else (state,)
 
 
-def sequence_logprob(decoder: nn.Module, g: Tensor, s: Tensor, out: Tensor) -> Tensor:
+def sequence_logprob(decoder: nn.Module, image: Tensor, out: Tensor) -> Tensor:
     """Total log-prob of decoded ids (as returned by decoding) under teacher forcing."""
     tokens = torch.cat([torch.full((out.size(0), 1), BOS), out], 1)
     with torch.no_grad():
-        logp = decoder(g, s, tokens).log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
+        logp = decoder(image, tokens).log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)
     return (logp * (tokens[:, 1:] != PAD)).sum(1)
 
 
 def test_encoder_shapes_and_freeze() -> None:
     torch.manual_seed(0)
     backbone = CNN(5, widths=(8, 16), batch_norm=True)
-    enc = CaptionEncoder(backbone, embed_dim=10, freeze=True).train()
+    x = torch.randn(2, 3, 32, 32)
+    glob = CaptionEncoder(backbone, "global", embed_dim=10, freeze=True).train()
+    spatial = CaptionEncoder(backbone, "spatial", embed_dim=10, freeze=True).train()
     bn = next(m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d))
     stats = bn.running_mean.clone()
-    g, s = enc(torch.randn(2, 3, 32, 32))
-    assert g.shape == (2, 10) and s.shape == (2, 8 * 8, 16) and enc.feature_dim == 16
-    assert enc.training and not backbone.training and torch.equal(bn.running_mean, stats)
+    g, s = glob(x), spatial(x)
+    assert g.shape == (2, 10) and glob.output_dim == 10 and glob.feature_dim == 16 and glob.project is not None
+    assert s.shape == (2, 8 * 8, 16) and spatial.output_dim == 16 and spatial.project is None
+    assert glob.training and spatial.training and not backbone.training and torch.equal(bn.running_mean, stats)
     assert not any(p.requires_grad for p in backbone.parameters()) and g.requires_grad and not s.requires_grad
-    trainable = CaptionEncoder(CNN(5, widths=(8, 16)), embed_dim=10).train()
-    assert trainable.backbone.training and trainable(torch.randn(2, 3, 32, 32))[1].requires_grad
+    torch.testing.assert_close(glob.pooled(x), s.mean(1))  # the nearest baseline's space: the pooled map
+    assert glob.feature_map(x).shape == (2, 16, 8, 8)
+    trainable = CaptionEncoder(CNN(5, widths=(8, 16)), "spatial", embed_dim=10).train()
+    assert trainable.backbone.training and trainable(x).requires_grad
+
+
+def test_decoders_declare_what_they_read() -> None:
+    assert RNNDecoder.reads == "global" and AttentionDecoder.reads == "spatial"
+
+
+def make_captioner(decoder: dict) -> Captioner:
+    torch.manual_seed(0)
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square"])
+    return Captioner(net=CNN(5, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab, embed_dim=10,
+                     data_info={"max_len": 8})
+
+
+@pytest.mark.parametrize(
+    ("decoder", "reads"),
+    [
+        ({"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+          "attention_dim": 6}, "spatial"),
+        ({"_target_": "tincap.models.caption_decoders.RNNDecoder", "embed_dim": 8, "hidden_dim": 12, "cell": "gru"},
+         "global"),
+    ],
+)
+def test_captioner_feeds_the_decoder_what_it_reads(decoder: dict, reads: str) -> None:
+    task = make_captioner(decoder).eval()
+    assert type(task.decoder).__name__ == decoder["_target_"].rsplit(".", 1)[1] and type(task.decoder).reads == reads
+    feature_dim = task.encoder.backbone.feature_dim
+    expected = 10 if reads == "global" else feature_dim  # the task's embed_dim, or the backbone's channels
+    assert feature_dim == 16 and task.encoder.output_dim == expected
+    assert (task.encoder.project is None) == (reads == "spatial")
+    assert task.decoder.init_h.in_features == expected  # the decoder was built for what the encoder hands it
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        image = task.encoder(x)
+        assert image.shape == ((2, 8 * 8, feature_dim) if reads == "spatial" else (2, 10))
+        _well_formed(task.generate(x, beam_size=1), 8)
+        _well_formed(task.generate(x, beam_size=2), 8)
+    assert len(task.captions(x)) == 2
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_decoder_shapes(kind: str) -> None:
     dec = make_decoder(kind).train()
-    g, s = features(3)
+    image = features(dec, 3)
     tokens = captions([4, 2, 5])
-    logits, aux = dec.forward_with_aux(g, s, tokens)
+    logits, aux = dec.forward_with_aux(image, tokens)
     assert logits.shape == (3, tokens.size(1) - 1, V) and aux.shape == ()
     F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD).add(aux).backward()
-    state = dec.init_state(g, s)
-    log_probs, state = dec.step(tokens[:, 0], state, s)
+    state = dec.init_state(image)
+    log_probs, state = dec.step(tokens[:, 0], state, image)
     assert log_probs.shape == (3, V)
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3), atol=1e-5)
     reordered = dec.reorder_state(state, torch.tensor([2, 2, 0]))
@@ -102,11 +140,11 @@ def test_decoder_shapes(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_padding_does_not_change_real_positions(kind: str) -> None:
     dec = make_decoder(kind).eval()
-    g, s = features(3)
+    image = features(dec, 3)
     lengths = [4, 1, 6]
     short, long = captions(lengths), captions(lengths, extra_pad=5)
-    a, aux_a = dec.forward_with_aux(g, s, short)
-    b, aux_b = dec.forward_with_aux(g, s, long)
+    a, aux_a = dec.forward_with_aux(image, short)
+    b, aux_b = dec.forward_with_aux(image, long)
     for i, length in enumerate(lengths):
         assert torch.equal(a[i, : length + 1], b[i, : length + 1])
     assert torch.equal(aux_a, aux_b)
@@ -115,13 +153,13 @@ def test_padding_does_not_change_real_positions(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_step_reproduces_teacher_forcing(kind: str) -> None:
     dec = make_decoder(kind).eval()
-    g, s = features(3)
+    image = features(dec, 3)
     tokens = captions([5, 5, 5])
     with torch.no_grad():
-        expected = dec(g, s, tokens).log_softmax(-1)
-        state = dec.init_state(g, s)
+        expected = dec(image, tokens).log_softmax(-1)
+        state = dec.init_state(image)
         for t in range(tokens.size(1) - 1):
-            log_probs, state = dec.step(tokens[:, t], state, s)
+            log_probs, state = dec.step(tokens[:, t], state, image)
             torch.testing.assert_close(log_probs, expected[:, t], atol=1e-5, rtol=0)
 
 
@@ -129,8 +167,8 @@ def test_step_reproduces_teacher_forcing(kind: str) -> None:
 def test_beam_of_one_is_greedy(kind: str) -> None:
     for seed in range(3):
         dec = make_decoder(kind, seed=seed).eval()
-        g, s = features(5, seed=seed + 10)
-        assert torch.equal(beam_search(dec, g, s, beam_size=1, max_len=7), greedy_decode(dec, g, s, max_len=7))
+        image = features(dec, 5, seed=seed + 10)
+        assert torch.equal(beam_search(dec, image, beam_size=1, max_len=7), greedy_decode(dec, image, max_len=7))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -139,9 +177,9 @@ def test_beam_scores_at_least_greedy(kind: str) -> None:
     beam_lp, greedy_lp = [], []
     for seed in range(3):
         dec = make_decoder(kind, seed=seed).eval()
-        g, s = features(8, seed=seed + 20)
-        beam_lp.append(sequence_logprob(dec, g, s, beam_search(dec, g, s, beam_size=3, max_len=8)))
-        greedy_lp.append(sequence_logprob(dec, g, s, greedy_decode(dec, g, s, max_len=8)))
+        image = features(dec, 8, seed=seed + 20)
+        beam_lp.append(sequence_logprob(dec, image, beam_search(dec, image, beam_size=3, max_len=8)))
+        greedy_lp.append(sequence_logprob(dec, image, greedy_decode(dec, image, max_len=8)))
     beam, greedy = torch.cat(beam_lp), torch.cat(greedy_lp)
     assert beam.sum() >= greedy.sum() and (beam < greedy - 1e-5).sum() <= 2
 
@@ -151,18 +189,18 @@ def test_beam_scores_at_least_greedy(kind: str) -> None:
 def test_wide_beam_is_exhaustive_search(kind: str, length_penalty: float) -> None:
     """With more beams than prefixes, beam search must return the best caption of all (by the same score)."""
     dec = make_decoder(kind).eval()
-    g, s = features(2)
+    image = features(dec, 2)
     max_len, words = 3, list(range(EOS, V))
-    candidates = [[EOS]] + [[w, EOS] for w in words[1:]]
+    candidates = [[w, EOS] for w in words[1:]]  # never the empty caption [EOS] (min_len=1)
     candidates += [[a, b, c] for a, b in itertools.product(words[1:], repeat=2) for c in words]
     for i in range(2):
         out = torch.tensor([c + [PAD] * (max_len - len(c)) for c in candidates])
         n = len(candidates)
-        logp = sequence_logprob(dec, g[i].expand(n, -1), s[i].expand(n, -1, -1), out)
+        logp = sequence_logprob(dec, image[i : i + 1].expand(n, *image.shape[1:]), out)
         lengths = (out != PAD).sum(1)
         score = logp / ((5 + lengths) / 6) ** length_penalty if length_penalty > 0 else logp
         best = out[score.argmax()]
-        found = beam_search(dec, g[i : i + 1], s[i : i + 1], 100, max_len, length_penalty=length_penalty)
+        found = beam_search(dec, image[i : i + 1], 100, max_len, length_penalty=length_penalty)
         assert found[0].tolist() == best[: found.size(1)].tolist() and (best[found.size(1) :] == PAD).all()
 
 
@@ -176,32 +214,44 @@ def _well_formed(out: Tensor, max_len: int) -> None:
 @pytest.mark.parametrize("kind", ["lstm-init_state", "gru-first_step", "attention"])
 def test_max_len_respected(kind: str) -> None:
     dec = make_decoder(kind).eval()
-    g, s = features(4)
+    image = features(dec, 4)
     for out in (
-        greedy_decode(dec, g, s, max_len=5),
-        beam_search(dec, g, s, beam_size=3, max_len=5),
-        beam_search(dec, g, s, beam_size=4, max_len=5, length_penalty=1.0),
+        greedy_decode(dec, image, max_len=5),
+        beam_search(dec, image, beam_size=3, max_len=5),
+        beam_search(dec, image, beam_size=4, max_len=5, length_penalty=1.0),
     ):
         _well_formed(out, 5)
     with torch.no_grad():
         dec.fc.bias[EOS] = -1e4  # never ends: every caption runs to max_len
-    assert greedy_decode(dec, g, s, max_len=5).shape == (4, 5)
-    out = beam_search(dec, g, s, beam_size=3, max_len=5, length_penalty=0.6)
+    assert greedy_decode(dec, image, max_len=5).shape == (4, 5)
+    out = beam_search(dec, image, beam_size=3, max_len=5, length_penalty=0.6)
     assert out.shape == (4, 5) and not (out == PAD).any()
 
 
 @pytest.mark.parametrize("kind", ["lstm-init_state", "gru-first_step", "rnn-init_state", "attention"])
 def test_overfits_three_captions(kind: str) -> None:
     dec = make_decoder(kind, num_layers=1, dropout=0.0).train()
-    g, s = features(3, seed=5)
+    image = features(dec, 3, seed=5)
     tokens = torch.tensor([[BOS, 4, 5, 6, EOS, PAD], [BOS, 7, 8, EOS, PAD, PAD], [BOS, 9, 4, 10, 11, EOS]])
     opt = torch.optim.Adam(dec.parameters(), lr=1e-2)
     for _ in range(200):
-        logits, aux = dec.forward_with_aux(g, s, tokens)
+        logits, aux = dec.forward_with_aux(image, tokens)
         loss = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=PAD) + 0.01 * aux
         opt.zero_grad()
         loss.backward()
         opt.step()
     dec.eval()
-    assert torch.equal(greedy_decode(dec, g, s, max_len=10), tokens[:, 1:])
-    assert torch.equal(beam_search(dec, g, s, beam_size=3, max_len=10), tokens[:, 1:])
+    assert torch.equal(greedy_decode(dec, image, max_len=10), tokens[:, 1:])
+    assert torch.equal(beam_search(dec, image, beam_size=3, max_len=10), tokens[:, 1:])
+
+
+@pytest.mark.parametrize("kind", ["lstm-init_state", "attention"])
+def test_greedy_and_beam_write_at_least_one_word(kind: str) -> None:
+    """Even a decoder that wants `<eos>` first writes a word: min_len=1 bans the empty caption."""
+    dec = make_decoder(kind).eval()
+    with torch.no_grad():
+        dec.fc.bias[EOS] = 50.0
+    image = features(dec, 3)
+    for out in (greedy_decode(dec, image, max_len=5), beam_search(dec, image, 3, max_len=5)):
+        assert (out[:, 0] != EOS).all() and (out[:, 1] == EOS).all()
+    assert (greedy_decode(dec, image, max_len=5, min_len=0) == EOS).all()

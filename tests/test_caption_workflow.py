@@ -16,16 +16,18 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tincap.caption import caption_files
 from tincap.checkpoints import load_captioner
-from tincap.data.captioning import CaptionData
+from tincap.data.caption_datamodule import CaptionData
 from tincap.data.image_files import image_paths
 from tincap.data.transforms import BatchTransform
+from tincap.models.caption_search import beam_search, greedy_decode
 from tincap.models.cnn import CNN
-from tincap.models.decoding import beam_search, greedy_decode
 from tincap.models.digest import state_digest
 from tincap.tasks.captioner import Captioner
 from tincap.train import build_task
 
+DIVERSITY_KEYS = ["distinct_captions", "vocab_used", "novel_ratio", "mean_length"]
 CAPTION_KEYS = ["test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/cider", "test/cosine",
+                *(f"test/{k}" for k in DIVERSITY_KEYS),
                 "test/baseline_blind_bleu4", "test/baseline_blind_cider",
                 "test/baseline_nearest_bleu4", "test/baseline_nearest_cider"]
 TINY = ["model.widths=[8,16,32,64]", "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
@@ -46,8 +48,9 @@ def coco_run(coco_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real epoch of an attention captioner on COCO-mini, trained by `python train.py` in its own process."""
     base = tmp_path_factory.mktemp("coco_run")
     data = link_caption_folder(coco_root, base / "coco")
+    # BLEU-4 is still 0 after two epochs this small, so CIDEr-D picks the best epoch
     proc = run("train.py", "experiment=shapes_caption", "data=captions", f"data.root={data}", *TINY,
-               "trainer.max_epochs=2", "data.batch_size=16", f"paths.log_dir={base / 'logs'}",
+               "trainer.max_epochs=2", "data.batch_size=16", "optimized_metric=val/cider", f"paths.log_dir={base / 'logs'}",
                f"paths.cache_dir={base / 'cache'}")
     found = closing(proc)
     return {"base": base, "data": data, "run_dir": Path(found["Run dir"]), "ckpt": Path(found["best checkpoint"])}
@@ -61,13 +64,45 @@ def test_training_writes_scores_baselines_captions_and_grid(coco_run: dict) -> N
     assert 0 <= metrics["test/baseline_blind_bleu4"] <= 1 and metrics["test/baseline_blind_cider"] >= 0
     with open(run_dir / "captions_test.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["image", "generated", "reference"]
     assert len(rows) == 8 and all(r["generated"] and r["reference"] for r in rows)  # 10% of 80 images
-    image_tags = set()
+    generated = [r["generated"].split() for r in rows]
+    assert metrics["test/distinct_captions"] == len({tuple(g) for g in generated})
+    assert metrics["test/vocab_used"] == len({w for g in generated for w in g})
+    assert metrics["test/mean_length"] == pytest.approx(sum(map(len, generated)) / len(generated))
+    for key in DIVERSITY_KEYS:
+        assert f"val/{key}" in metrics, key
+    image_tags, scalar_tags = set(), set()
     for events in (run_dir / "tensorboard").rglob("events.out.tfevents*"):  # one file per trainer stage
         acc = EventAccumulator(str(events), size_guidance={"images": 0})
         acc.Reload()
         image_tags.update(acc.Tags()["images"])
+        scalar_tags.update(acc.Tags()["scalars"])
     assert "val/captions" in image_tags
+    assert {f"val/{k}" for k in DIVERSITY_KEYS} <= scalar_tags and {f"test/{k}" for k in DIVERSITY_KEYS} <= scalar_tags
+
+
+def test_tincap_scores_equal_pycocoevalcap_on_real_captions(coco_run: dict) -> None:
+    """The captions a real run wrote, scored by coco-caption's own BLEU and CIDEr-D on the same tokens: equal to 1e-6."""
+    bleu_module = pytest.importorskip("pycocoevalcap.bleu.bleu", reason="pycocoevalcap is a dev dependency: "
+                                      "pip install -e '.[dev]'")
+    cider_module = pytest.importorskip("pycocoevalcap.cider.cider")
+    metrics = json.loads((coco_run["run_dir"] / "metrics.json").read_text())
+    with open(coco_run["run_dir"] / "captions_test.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    dm = CaptionData(root=coco_run["data"], image_size=32, min_freq=1)
+    dm.setup()
+    test = dm.splits["test"]
+    references = dm.references("test")
+    refs = {r["image"]: [" ".join(c) for c in references[test.names.index(r["image"])]] for r in rows}
+    hyps = {r["image"]: [r["generated"]] for r in rows}
+    assert len(hyps) == len(test.names) and all(hyps[n][0] for n in hyps)
+    bleu, _ = bleu_module.Bleu(4).compute_score(refs, hyps, verbose=0)
+    cider, _ = cider_module.Cider().compute_score(refs, hyps)
+    for k in range(4):
+        assert metrics[f"test/bleu{k + 1}"] == pytest.approx(bleu[k], abs=1e-6)
+    assert metrics["test/cider"] == pytest.approx(cider, abs=1e-6)
+    assert metrics["test/bleu1"] > 0
 
 
 def test_eval_takes_dataset_and_vocabulary_from_the_checkpoint(coco_run: dict) -> None:
@@ -89,7 +124,8 @@ def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
         written = [r["generated"] for r in csv.DictReader(fh)]
     task = load_captioner(coco_run["ckpt"]).eval()
     info = task.hparams.data_info
-    dm = CaptionData(root=coco_run["data"], image_size=info["image_size"], vocab=info["vocab"], max_len=info["max_len"])
+    dm = CaptionData(root=coco_run["data"], image_size=info["image_size"], max_len=info["max_len"])
+    dm.load_state_dict({"vocab": task.vocab.state_dict()})
     with torch.inference_mode():
         greedy = [c for x, _ in dm.eval_dataloader("test") for c in task.captions(x, beam_size=1)]
     assert written == greedy
@@ -216,10 +252,10 @@ def test_grouped_captions_give_the_same_loss_as_pairs(compose_train) -> None:
 class _LovesUnk(torch.nn.Module):
     """A decoder whose favourite word is <unk> (id 3), then 'a' (4), then <eos>."""
 
-    def init_state(self, global_feat, spatial_feat):
-        return torch.zeros(1, len(global_feat), 1)
+    def init_state(self, image):
+        return torch.zeros(1, len(image), 1)
 
-    def step(self, prev, state, spatial):
+    def step(self, prev, state, image):
         logits = torch.tensor([-9.0, -9.0, -2.0, 0.0, -1.0]).repeat(len(prev), 1)
         logits[:, 2] += state[0, :, 0]
         return logits.log_softmax(-1), state + 3
@@ -231,8 +267,8 @@ class _LovesUnk(torch.nn.Module):
 @pytest.mark.parametrize("beam", [1, 3])
 def test_unk_is_never_generated_when_suppressed(beam: int) -> None:
     feats = torch.zeros(2, 4)
-    decode = (lambda **kw: greedy_decode(_LovesUnk(), feats, feats, 6, **kw)) if beam == 1 else (
-        lambda **kw: beam_search(_LovesUnk(), feats, feats, beam, 6, **kw))
+    decode = (lambda **kw: greedy_decode(_LovesUnk(), feats, 6, **kw)) if beam == 1 else (
+        lambda **kw: beam_search(_LovesUnk(), feats, beam, 6, **kw))
     assert (decode() == 3).any()
     out = decode(unk_id=3)
     assert not (out == 3).any() and (out == 4).any()
@@ -263,3 +299,77 @@ def test_bad_captions_file_fails_before_any_cache_is_written(coco_root: Path, tm
     with pytest.raises(ValueError, match=r"captions\.txt:4: .*empty caption"):
         CaptionData(root=data, image_size=32, cache_dir=cache).setup()
     assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_report_shows_caption_scores_and_diversity(coco_run: dict) -> None:
+    run_dir = coco_run["run_dir"]
+    run("report.py", str(run_dir.parent))
+    with open(run_dir.parent / "report.csv", newline="") as fh:
+        (row,) = [r for r in csv.DictReader(fh) if r["run"] == run_dir.name]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test/bleu4", "test/cider", *(f"test/{k}" for k in DIVERSITY_KEYS)):
+        assert float(row[key]) == metrics[key], key
+    header = (run_dir.parent / "report.md").read_text().split("| run |", 1)[1].splitlines()[0]
+    assert "test/distinct_captions" in header and "test/novel_ratio" in header
+
+
+# ---------------------------------------------------------------- self-critical sequence training
+
+
+def test_scst_from_a_checkpoint_starts_from_its_weights(coco_run: dict, compose_train) -> None:
+    """task.scst.init_from: the run is the SCST stage alone, from that checkpoint's weights and vocabulary."""
+    from tincap.train import train
+
+    trained = json.loads((coco_run["run_dir"] / "metrics.json").read_text())
+    cfg = compose_train("experiment=shapes_caption", "data=captions", f"data.root={coco_run['data']}", *TINY,
+                        "data.batch_size=16", "task.scst.epochs=1", f"task.scst.init_from={coco_run['ckpt']}",
+                        "trainer.limit_train_batches=0")
+    metrics, objects = train(cfg)
+    assert objects["task"].self_critical and objects["datamodule"].train_items == "images"
+    for key in ("val/bleu1", "val/cider", "val/cosine", "val/mean_length"):  # no step taken: the checkpoint's scores
+        assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_scst_stage_follows_cross_entropy_in_the_same_run(tmp_path: Path) -> None:
+    args = ("experiment=shapes_caption", "data.shapes_per_class=2", *TINY[:4], "task.decoder.attention_dim=32",
+            "data.image_size=32", "trainer.precision=32", "trainer.max_epochs=1", "task.scst.epochs=2",
+            "task.scst.samples=2", f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
+    run_dir = Path(closing(run("train.py", *args))["Run dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and np.isfinite(metrics["test/cider"])
+    rewards, losses = [], []
+    for events in (run_dir / "tensorboard").rglob("events.out.tfevents*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        scalars = acc.Tags()["scalars"]
+        rewards += [e.step for e in acc.Scalars("train/reward")] if "train/reward" in scalars else []
+        losses += [e.step for e in acc.Scalars("train/loss")] if "train/loss" in scalars else []
+    assert len(losses) == 3 and len(rewards) == 2 and min(rewards) > min(losses)  # SCST epochs come after XE's
+
+
+def test_imagenet_experiment_captions_with_the_shared_weights_frozen(coco_root: Path, compose_train,
+                                                                     tmp_path: Path) -> None:
+    """experiment=flickr8k_imagenet through the backbone contract: the shared EfficientNet-Lite0 at its own 224 px
+    and mean/std, its 7x7x1280 maps cached once, an attention decoder sized from them."""
+    from test_backbones import shared_weights
+
+    from tincap.train import train
+
+    weights = shared_weights()
+    data = link_caption_folder(coco_root, tmp_path / "coco")
+    cfg = compose_train("experiment=flickr8k_imagenet", f"data.root={data}", f"model.weights_path={weights}",
+                        "debug=fdr", "data.min_freq=1", "task.decoder.embed_dim=16", "task.decoder.hidden_dim=16",
+                        "task.decoder.attention_dim=16", "trainer.precision=32")
+    metrics, objects = train(cfg)
+    task: Captioner = objects["task"]
+    dm: CaptionData = objects["datamodule"]
+    info = task.hparams.data_info
+    assert info["image_size"] == 224 and info["mean"] == pytest.approx([127 / 255] * 3, abs=1e-5)
+    assert task.encoder.precomputed and dm.inputs["train"].shape[1:] == (1280, 7, 7)
+    assert task.decoder.attention.feature_proj.in_features == 1280 and task.encoder.project is None
+    assert "tf_efficientnet_lite0_imagenet.pth" in metrics["init"] and np.isfinite(metrics["test/bleu1"])
+    net = task.encoder.backbone
+    pixels = torch.from_numpy(dm.splits["val"].images[:2]).permute(0, 3, 1, 2)
+    with torch.inference_mode():
+        direct = net.forward_features(BatchTransform(train=False, mean=dm.mean, std=dm.std)(pixels))
+    assert torch.allclose(torch.from_numpy(dm.inputs["val"][:2]).float(), direct, atol=2e-2, rtol=1e-2)

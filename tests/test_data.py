@@ -18,7 +18,7 @@ from rich.console import Console
 import tincap.progress
 from tincap.data.base import stratified_split
 from tincap.data.cache import cached_decode, decode_files, decode_image, fingerprint
-from tincap.data.captioning import CaptionData
+from tincap.data.caption_datamodule import CaptionData
 from tincap.data.cifar10 import CIFAR10
 from tincap.data.imagefolder import ImageFolderData
 from tincap.data.shapes import ShapesData

@@ -162,3 +162,27 @@ def test_submitit_local_runs_a_sweep_as_separate_processes(odd_folder: Path, tmp
     assert len({json.loads((sweep / j / "metrics.json").read_text())["val/loss"] for j in jobs}) == 2
     # each job ran in its own submitit process, which left its log in the sweep directory
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
+
+
+def test_ddp_captioner_gathers_captions_and_scores_like_one_process(tmp_path: Path) -> None:
+    """Each of 9 test images goes to exactly one of 2 processes; the gathered captions score as one process's."""
+    args = ("experiment=shapes_caption", "data.shapes_per_class=3", "model.widths=[8,16,32,64]", "task.embed_dim=32",
+            "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.decoder.attention_dim=32",
+            "data.image_size=32", "data.min_freq=1", "trainer.precision=32", f"paths.cache_dir={tmp_path / 'cache'}")
+    trained = closing(run("train.py", *args, "trainer.max_epochs=2", *DDP, f"paths.log_dir={tmp_path / 'logs'}"))
+    best = trained["best checkpoint"]
+    one_dir = Path(closing(run("eval.py", f"ckpt_path={best}", "trainer.precision=32",
+                               f"paths.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'e1'}"))["Run dir"])
+    two_dir = Path(closing(run("eval.py", f"ckpt_path={best}", "trainer.precision=32", *DDP,
+                               f"paths.cache_dir={tmp_path / 'cache'}", f"paths.log_dir={tmp_path / 'e2'}"))["Run dir"])
+    one, two, during = metrics_of(one_dir), metrics_of(two_dir), metrics_of(trained["Run dir"])
+    with open(one_dir / "captions_test.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9 and len({r["image"] for r in rows}) == 9
+    assert (two_dir / "captions_test.csv").read_text() == (one_dir / "captions_test.csv").read_text()
+    keys = [f"test/{k}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "cosine", "distinct_captions",
+                                  "vocab_used", "novel_ratio", "mean_length")]
+    assert one["test/bleu1"] > 0
+    for key in keys:
+        assert two[key] == pytest.approx(one[key], abs=1e-9), key
+        assert during[key] == pytest.approx(one[key], abs=1e-9), key  # the DDP training run's own test

@@ -14,7 +14,7 @@ import pytest
 
 from tincap.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from tincap.errors import InvalidInput
-from tincap.evaluate import evaluate
+from tincap.checkpoint_eval import evaluate
 from tincap.evaluation.figures import (
     confusion_matrix_figure,
     per_class_rows,

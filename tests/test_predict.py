@@ -73,7 +73,9 @@ def test_explain_works_on_a_timm_checkpoint(trained: dict, tin30_small: Path, tm
 
 def test_predict_points_a_captioner_to_caption_py(tmp_path: Path) -> None:
     ckpt = tmp_path / "captioner.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"data_info": {"vocab": {"itos": ["<pad>"]}}}}, ckpt)
+    decoder = {"_target_": "tincap.models.caption_decoders.RNNDecoder", "cell": "lstm"}  # what marks a captioner
+    torch.save({"state_dict": {}, "hyper_parameters": {"decoder": decoder, "data_info": {"max_len": 20}},
+                "CaptionData": {"vocab": {"itos": ["<pad>", "<bos>", "<eos>", "<unk>"]}}}, ckpt)
     with pytest.raises(ValueError, match=r"captioner.ckpt is a captioner checkpoint, but this command needs a "
                                          r"classifier checkpoint; use it with caption\.py"):
         load_classifier(ckpt)

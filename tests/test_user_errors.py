@@ -142,7 +142,8 @@ def test_impossible_configuration_is_refused_before_training(compose_train, caps
 
 
 def test_bad_ckpt_path_and_a_missing_one(compose_train, capsys, tmp_path: Path) -> None:
-    message = in_process(compose_train, capsys, "evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", config_name="eval")
+    message = in_process(compose_train, capsys, "checkpoint_eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
+                         config_name="eval")
     assert message == f"Error: ckpt_path={tmp_path / 'nope.ckpt'}: file not found; expected a checkpoints/*.ckpt " \
                       "file of a python train.py run"
     message = in_process(compose_train, capsys, "predict", "images=.", config_name="predict")
@@ -150,11 +151,21 @@ def test_bad_ckpt_path_and_a_missing_one(compose_train, capsys, tmp_path: Path) 
 
 
 def test_checkpoint_of_the_wrong_kind_and_unknown_images(tmp_path: Path) -> None:
+    # a captioner checkpoint is known by its decoder's config (hyper-parameters), whatever else it holds
     captioner_like = tmp_path / "captioner.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"data_info": {"vocab": {"itos": ["<pad>"]}}}}, captioner_like)
+    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8}
+    torch.save({"state_dict": {}, "hyper_parameters": {"decoder": decoder, "data_info": {"max_len": 20}}},
+               captioner_like)
     with pytest.raises(InvalidInput, match=r"ckpt_path=.*captioner\.ckpt is a captioner checkpoint, but this command "
                                           r"needs a classifier checkpoint; use it with caption\.py"):
         load_task(captioner_like, "classifier")
+    # one from before the vocabulary moved into the datamodule's state cannot decode: retrain, says the message
+    old_captioner = tmp_path / "old_captioner.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"decoder": decoder, "model_cfg": {"_target_": "cnn"},
+                                                       "data_info": {"vocab": {"itos": ["<pad>"]}}}}, old_captioner)
+    with pytest.raises(InvalidInput, match=r"old_captioner\.ckpt is a captioner checkpoint from before the vocabulary "
+                                          r"was kept in the datamodule's state; retrain it"):
+        load_task(old_captioner, "captioner")
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InvalidInput, match=r"ckpt_path=.*junk\.ckpt is not a readable torch file"):

@@ -111,13 +111,15 @@ def plain(value: Any) -> Any:
 
 
 def task_kind(hparams: dict[str, Any]) -> TaskKind:
-    """A captioner's checkpoint carries its vocabulary; a classifier's its class names."""
-    return "captioner" if "vocab" in (hparams.get("data_info") or {}) else "classifier"
+    """A captioner's checkpoint carries its decoder's config; a classifier's does not."""
+    return "captioner" if "decoder" in hparams else "classifier"
 
 
 def load_task(path: str | Path, kind: TaskKind | None = None, key: str = "ckpt_path") -> L.LightningModule:
     """Rebuild the classifier or captioner of a checkpoint from the file alone; `kind` refuses the other one."""
     # imported here: the task and model modules read checkpoints through this module
+    from tincap.data.caption_datamodule import CaptionData
+    from tincap.data.vocab import Vocabulary
     from tincap.models import rebuild_network
     from tincap.tasks.captioner import Captioner
     from tincap.tasks.classifier import Classifier
@@ -136,9 +138,15 @@ def load_task(path: str | Path, kind: TaskKind | None = None, key: str = "ckpt_p
     if any(not hparams.get(k) for k in required) or (found == "classifier" and not info.get("class_names")):
         raise InvalidInput(f"{key}={path} is not a tincap {found} checkpoint (no {', '.join(required)} or class "
                            "names inside); expected a checkpoints/*.ckpt file of a python train.py run")
-    net = rebuild_network(hparams["model_cfg"], 1 if found == "captioner" else len(info["class_names"]))
-    cls = Captioner if found == "captioner" else Classifier
-    task = cls(net=net, optimizer=None, **hparams)
+    if found == "classifier":
+        task = Classifier(net=rebuild_network(hparams["model_cfg"], len(info["class_names"])), optimizer=None, **hparams)
+    else:
+        data_state = ckpt.get(CaptionData.__qualname__) or {}
+        if "vocab" not in data_state or "num_classes" not in info:
+            raise InvalidInput(f"{key}={path} is a captioner checkpoint from before the vocabulary was kept in the "
+                               "datamodule's state; retrain it with this version (python train.py experiment=...)")
+        net = rebuild_network(hparams["model_cfg"], info["num_classes"])
+        task = Captioner(net=net, optimizer=None, vocab=Vocabulary.from_state_dict(data_state["vocab"]), **hparams)
     task.load_state_dict(ckpt["state_dict"])
     return task
 

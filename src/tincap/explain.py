@@ -20,7 +20,7 @@ from tincap.data.image_files import find_images
 from tincap.data.transforms import BatchTransform
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import InvalidInput
-from tincap.evaluate import datamodule_for
+from tincap.checkpoint_eval import datamodule_for
 from tincap.evaluation.gradcam import (
     cam_layer,
     figure_pixels,

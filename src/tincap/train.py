@@ -18,12 +18,13 @@ from lightning.pytorch.strategies.launchers.multiprocessing import (
 from omegaconf import DictConfig, OmegaConf
 
 from tincap.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
+from tincap.checkpoint_eval import submit_test_split
 from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import MissingInput
-from tincap.evaluate import submit_test_split
 from tincap.models import construct_network, initialise_network
 from tincap.rundir import write_metrics
+from tincap.tasks.captioner import Captioner
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> tuple[L.Li
         scheduler=scheduler,
         model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
         data_info={**datamodule.describe(), "data_cfg": OmegaConf.to_container(cfg.data, resolve=True)},
+        **datamodule.task_inputs(),
         _recursive_=False,
     ), init
 
@@ -102,6 +104,17 @@ def fitted_epochs(trainer: L.Trainer) -> int:
     return trainer.current_epoch
 
 
+def self_critical_stage(trainer: L.Trainer, task: Captioner, datamodule: L.LightningDataModule,
+                        xe_best: str | None) -> None:
+    """task.scst.epochs of SCST after cross-entropy, in the same trainer: from the best cross-entropy checkpoint, with
+    the epoch count, TensorBoard steps and best-checkpoint choice (the same validation metric) carried on."""
+    task.begin_self_critical(xe_best)
+    trainer.fit_loop.max_epochs = trainer.current_epoch + task.scst.epochs
+    trainer.should_stop = False
+    trainer.reload_dataloaders_every_n_epochs = 1  # the stage trains on image batches, not caption pairs
+    trainer.fit(task, datamodule=datamodule)
+
+
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, re-validate the best checkpoint, test it, and write metrics.json; returns (metrics, objects)."""
     run_dir = Path(cfg.paths.output_dir)
@@ -114,12 +127,20 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
 
+    scst_only = isinstance(task, Captioner) and task.self_critical  # task.scst.init_from: SCST from the start
+    if scst_only:
+        trainer.fit_loop.max_epochs = task.scst.epochs
     started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
-    fit_s = time.perf_counter() - started
-
     fast = bool(cfg.trainer.get("fast_dev_run"))
-    best = None if fast or trainer.checkpoint_callback is None else trainer.checkpoint_callback.best_model_path or None
+
+    def best_checkpoint() -> str | None:
+        return None if fast or trainer.checkpoint_callback is None else trainer.checkpoint_callback.best_model_path or None
+
+    if isinstance(task, Captioner) and task.scst.epochs and not scst_only:
+        self_critical_stage(trainer, task, datamodule, best_checkpoint())
+    fit_s = time.perf_counter() - started
+    best = best_checkpoint()
     metrics: dict[str, Any] = {}
     (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
     metrics.update(val)

@@ -143,6 +143,10 @@ class FedByNetwork:
         """The side the images are decoded at: data.image_size, else (null) the training files' own size."""
         return self.image_size or int(self.splits["train"].images.shape[1])
 
+    def task_inputs(self) -> dict[str, Any]:
+        """Objects the task is built with besides its config (a captioner's vocabulary); none for classification."""
+        return {}
+
 
 class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
     """Base datamodule: subclasses say where the images are (`load_splits`); this class caches, splits and serves."""

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "CiderD",
     "best_blind_caption",
     "cider_d",
     "corpus_bleu",
+    "diversity",
     "embedding_lookup",
     "mean_cosine",
     "nearest_neighbour_captions",
@@ -117,49 +119,84 @@ def corpus_bleu(
     return {f"bleu{k}": _bleu_from_stats(matches, totals, hyp_len, ref_len, k) for k in range(1, max_n + 1)}
 
 
-def cider_d(
-    hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]], n: int = 4, sigma: float = 6.0
-) -> tuple[float, list[float]]:
-    """CIDEr-D (Vedantam et al. 2015) exactly as coco-caption's CiderScorer: (corpus mean, per-image scores).
+class CiderD:
+    """CIDEr-D (Vedantam et al. 2015) exactly as coco-caption's CiderScorer, with the document frequencies of a fixed
+    reference corpus: the evaluated one (`cider_d`), or the training set's for SCST rewards.
 
-    Document frequencies come from the references of the evaluated corpus, so the score of one image depends
-    on the rest of the corpus. As in coco-caption, the Gaussian length penalty compares the captions' bigram
-    counts (the word-length difference, unless one caption is empty).
+    As in coco-caption, the Gaussian length penalty compares the captions' bigram counts (the word-length difference,
+    unless one caption is empty), hypothesis weights are clipped by the reference's, and the score is x10.
     """
-    _check_corpus(hypotheses, references)
-    if not hypotheses:
-        raise ValueError("CIDEr-D needs at least one image")
-    ref_counts = [[_ngram_counts(ref, n) for ref in refs] for refs in references]
-    doc_freq: Counter[Ngram] = Counter()
-    for counts in ref_counts:
-        doc_freq.update(set().union(*counts))
-    log_docs = math.log(len(references))
 
-    def tfidf(counts: Counter[Ngram]) -> tuple[list[dict[Ngram, float]], list[float]]:
-        vec: list[dict[Ngram, float]] = [{} for _ in range(n)]
-        for gram, tf in counts.items():
-            vec[len(gram) - 1][gram] = tf * (log_docs - math.log(max(1.0, doc_freq[gram])))
-        return vec, [math.sqrt(sum(w * w for w in v.values())) for v in vec]
+    def __init__(self, corpus: Sequence[Sequence[Caption]], n: int = 4, sigma: float = 6.0) -> None:
+        if not corpus:
+            raise ValueError("CIDEr-D needs at least one image")
+        self.n, self.sigma = n, sigma
+        self.corpus = corpus
+        self.doc_freq: Counter[Ngram] = Counter()
+        for refs in corpus:
+            self.doc_freq.update(set().union(*(_ngram_counts(ref, n) for ref in refs)))
+        self.log_docs = math.log(len(corpus))
+        self._corpus_vectors: dict[int, list[tuple[list[dict[Ngram, float]], list[float], int]]] = {}
 
-    def bigram_count(tokens: Caption) -> int:
-        return max(len(tokens) - 1, 0)
+    def _vector(self, tokens: Caption) -> tuple[list[dict[Ngram, float]], list[float], int]:
+        """TF-IDF weights per n-gram order, their norms, and the caption's bigram count (the length penalty's unit)."""
+        vec: list[dict[Ngram, float]] = [{} for _ in range(self.n)]
+        for gram, tf in _ngram_counts(tokens, self.n).items():
+            vec[len(gram) - 1][gram] = tf * (self.log_docs - math.log(max(1.0, self.doc_freq[gram])))
+        return vec, [math.sqrt(sum(w * w for w in v.values())) for v in vec], max(len(tokens) - 1, 0)
 
-    scores: list[float] = []
-    for hyp, refs, counts in zip(hypotheses, references, ref_counts):
-        hyp_vec, hyp_norm = tfidf(_ngram_counts(hyp, n))
-        per_n = [0.0] * n
-        for ref, ref_count in zip(refs, counts):
-            ref_vec, ref_norm = tfidf(ref_count)
-            delta = bigram_count(hyp) - bigram_count(ref)
-            penalty = math.exp(-(delta**2) / (2 * sigma**2))
-            for k in range(n):
+    def _score(self, hyp: Caption, refs: Sequence[tuple[list[dict[Ngram, float]], list[float], int]]) -> float:
+        hyp_vec, hyp_norm, hyp_bigrams = self._vector(hyp)
+        per_n = [0.0] * self.n
+        for ref_vec, ref_norm, ref_bigrams in refs:
+            penalty = math.exp(-((hyp_bigrams - ref_bigrams) ** 2) / (2 * self.sigma**2))
+            for k in range(self.n):
                 # CIDEr-D clips the hypothesis weight by the reference weight (no gaming by repetition)
                 dot = sum(min(w, ref_vec[k].get(g, 0.0)) * ref_vec[k].get(g, 0.0) for g, w in hyp_vec[k].items())
                 if hyp_norm[k] != 0 and ref_norm[k] != 0:
                     dot /= hyp_norm[k] * ref_norm[k]
                 per_n[k] += dot * penalty
-        scores.append(10.0 * sum(per_n) / n / len(refs))
+        return 10.0 * sum(per_n) / self.n / len(refs)
+
+    def scores(self, hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]]) -> list[float]:
+        """Per-image CIDEr-D of each hypothesis against its own references."""
+        _check_corpus(hypotheses, references)
+        return [self._score(hyp, [self._vector(r) for r in refs]) for hyp, refs in zip(hypotheses, references)]
+
+    def corpus_scores(self, hypotheses: Sequence[Caption], images: Sequence[int]) -> list[float]:
+        """CIDEr-D of each hypothesis against the references of corpus image `images[i]` (their vectors kept)."""
+        if len(hypotheses) != len(images):
+            raise ValueError(f"{len(hypotheses)} hypotheses but {len(images)} image indices")
+        out = []
+        for hyp, i in zip(hypotheses, images):
+            if i not in self._corpus_vectors:
+                self._corpus_vectors[i] = [self._vector(r) for r in self.corpus[i]]
+            out.append(self._score(hyp, self._corpus_vectors[i]))
+        return out
+
+
+def cider_d(
+    hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]], n: int = 4, sigma: float = 6.0
+) -> tuple[float, list[float]]:
+    """CIDEr-D of a corpus as coco-caption reports it: (corpus mean, per-image scores), with the document
+    frequencies of the evaluated references, so the score of one image depends on the rest of the corpus."""
+    _check_corpus(hypotheses, references)
+    scores = CiderD(references, n, sigma).scores(hypotheses, references)
     return float(np.mean(scores)), scores
+
+
+def diversity(hypotheses: Sequence[Caption], training_captions: Iterable[Caption]) -> dict[str, float]:
+    """How varied a model's captions are: distinct captions (a count), distinct words used, the share of captions
+    that are not word for word a training caption, and the mean length in words."""
+    if not hypotheses:
+        raise ValueError("diversity needs at least one caption")
+    seen = {tuple(c) for c in training_captions}
+    return {
+        "distinct_captions": float(len({tuple(h) for h in hypotheses})),
+        "vocab_used": float(len({w for h in hypotheses for w in h})),
+        "novel_ratio": sum(tuple(h) not in seen for h in hypotheses) / len(hypotheses),
+        "mean_length": sum(map(len, hypotheses)) / len(hypotheses),
+    }
 
 
 def _mean_vector(vectors: np.ndarray | None) -> np.ndarray | None:
@@ -204,7 +241,8 @@ def mean_cosine(
 def embedding_lookup(
     matrix: np.ndarray | torch.Tensor, stoi: dict[str, int], ignore: Iterable[str] = ()
 ) -> Embedding:
-    """Turn a (vocab, dim) embedding matrix, e.g. a decoder's learned word embeddings, into ``mean_cosine``'s input.
+    """Turn a (vocab, dim) embedding matrix (fixed word vectors, or the coursework's choice: a decoder's own learned
+    embedding) into ``mean_cosine``'s input.
 
     Words missing from ``stoi`` or listed in ``ignore`` (e.g. ``<pad>``, ``<start>``, ``<end>``) are skipped.
     """
@@ -280,6 +318,7 @@ def best_blind_caption(
     train_captions: Sequence[Caption],
     train_references: Sequence[Sequence[Caption]],
     candidates: int | None = 300,
+    advance: Callable[[int], None] = lambda n: None,
 ) -> tuple[list[str], float]:
     """Image-blind baseline: the one training caption with the best corpus BLEU-4 when given to every image.
 
@@ -293,7 +332,10 @@ def best_blind_caption(
     popularity = {c: sum(scorer.ref_freq[g] * k for g, k in _ngram_counts(c, 4).items()) for c in distinct}
     ranked = sorted(distinct, key=lambda c: -popularity[c])
     pool = ranked if candidates is None else ranked[: max(candidates, 1)]
-    scores = [scorer.score(c) for c in pool]
+    scores = []
+    for c in pool:
+        scores.append(scorer.score(c))
+        advance(1)
     best = int(np.argmax(scores))
     return list(pool[best]), scores[best]
 

@@ -28,6 +28,10 @@ __all__ = ["Run", "find_runs", "load_run", "matching_test_key", "read_curve", "r
 
 FIXED_COLUMNS = ("model", "init", "params")
 TAIL_COLUMNS = ("epochs", "fit_s", "train/img_per_s")
+# captioning runs also show their scores and how varied their captions are (counts, then shares and lengths)
+CAPTION_COLUMNS = ("test/bleu4", "test/cider", "test/distinct_captions", "test/vocab_used", "test/novel_ratio",
+                   "test/mean_length")
+COUNT_COLUMNS = ("test/distinct_captions", "test/vocab_used", "val/distinct_captions", "val/vocab_used")
 
 
 @dataclass
@@ -130,7 +134,9 @@ def _number(value: Any) -> float | None:
 def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[list[str], list[list[Any]]]:
     """Header and rows (best run first; runs without the metric last); numbers exactly as in metrics.json."""
     test = matching_test_key(metric)
-    header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *TAIL_COLUMNS]
+    captioning = any("test/distinct_captions" in r.metrics for r in runs)
+    extra = [c for c in CAPTION_COLUMNS if captioning and c not in (metric, test)]
+    header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *extra, *TAIL_COLUMNS]
 
     def rank(r: Run) -> tuple[bool, float]:
         value = _number(r.metrics.get(metric))
@@ -138,7 +144,7 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
 
     rows = []
     for r in sorted(runs, key=rank):
-        values = [r.metrics.get(k) for k in ("params", metric, *([test] if test else []), *TAIL_COLUMNS)]
+        values = [r.metrics.get(k) for k in ("params", metric, *([test] if test else []), *extra, *TAIL_COLUMNS)]
         rows.append([r.label, r.varied, tags_label(r.config), model_label(r.config), init_label(r.metrics),
                      *[_number(v) for v in values]])
     return header, rows
@@ -251,6 +257,8 @@ def _cell(value: Any, column: str) -> str:
         return "-"
     if column == "params":
         return f"{value / 1e6:.2f}M" if value >= 1e5 else f"{value:,}"
+    if column in COUNT_COLUMNS:
+        return f"{value:.0f}"
     if isinstance(value, float):
         return f"{value:.4f}" if column.startswith(("val/", "test/")) else f"{value:g}"
     return str(value).replace("|", "\\|") or "-"

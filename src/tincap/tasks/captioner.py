@@ -1,4 +1,4 @@
-"""Captioning as a LightningModule: a classifier backbone encodes, an RNN/attention decoder writes, BLEU/CIDEr score."""
+"""Captioning as a LightningModule: it trains (cross-entropy, then optionally SCST) and decodes; `evaluation/` scores."""
 
 from __future__ import annotations
 
@@ -14,34 +14,38 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from tincap.atomic import atomic_write_csv
+from tincap.data.caption_datamodule import CaptionData
 from tincap.data.vocab import Vocabulary
-from tincap.evaluation.caption_metrics import (
-    best_blind_caption,
-    cider_d,
-    corpus_bleu,
-    embedding_lookup,
-    mean_cosine,
-    nearest_neighbour_captions,
+from tincap.errors import InvalidInput
+from tincap.evaluation.caption_metrics import CiderD
+from tincap.evaluation.caption_scoring import (
+    CaptionScorer,
+    baseline_scores,
+    write_captions_csv,
 )
 from tincap.evaluation.figures import caption_grid_figure
 from tincap.models.backbone import Backbone
+from tincap.models.caption_decoders import CaptionDecoder
 from tincap.models.caption_encoder import CaptionEncoder
-from tincap.models.decoding import beam_search, greedy_decode
+from tincap.models.caption_search import beam_search, greedy_decode, sample_captions
 from tincap.models.digest import state_digest
+from tincap.tasks.gathering import gather_by_index
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
+from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
 
 log = logging.getLogger(__name__)
 
 
 class Captioner(L.LightningModule):
-    """Encoder (`net`, any tincap backbone) + decoder (`decoder` config); the vocabulary travels in the checkpoint."""
+    """Encoder (`net`, any tincap backbone) + decoder (`decoder` config) writing in `vocab`, which the checkpoint keeps
+    as the datamodule's state."""
 
     def __init__(
         self,
         net: Backbone,
         optimizer: Callable[..., torch.optim.Optimizer] | None,
         decoder: dict[str, Any],
+        vocab: Vocabulary,
         scheduler: Callable[..., dict[str, Any]] | None = None,
         embed_dim: int = 256,
         freeze_encoder: bool = False,
@@ -49,18 +53,24 @@ class Captioner(L.LightningModule):
         beam_size: int = 3,
         length_penalty: float = 0.0,
         suppress_unk: bool = True,
+        scst: dict[str, Any] | None = None,
         model_cfg: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
-        self.vocab = Vocabulary.from_state_dict(data_info["vocab"])
-        self.encoder = CaptionEncoder(net, embed_dim, freeze=freeze_encoder)
-        self.decoder = hydra.utils.instantiate(
-            decoder, vocab_size=len(self.vocab), **_decoder_dims(decoder, embed_dim, self.encoder.feature_dim)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "vocab"], logger=False)
+        self.vocab = vocab
+        reads = hydra.utils.get_class(decoder["_target_"]).reads
+        self.encoder = CaptionEncoder(net, reads, embed_dim, freeze=freeze_encoder)
+        self.decoder: CaptionDecoder = hydra.utils.instantiate(
+            decoder, vocab_size=len(vocab), input_dim=self.encoder.output_dim
         )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.max_len = int(data_info.get("max_len", 20))
+        self.max_len = int((data_info or {}).get("max_len", 20))
+        self.scst = ScstSettings(**(scst or {}))
+        self.self_critical = self.scst.init_from is not None  # True while training by SCST instead of cross-entropy
+        self._rewards: CiderD | None = None
+        self._scorer: CaptionScorer | None = None
         self._hyps: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -70,35 +80,83 @@ class Captioner(L.LightningModule):
     def net(self) -> Backbone:
         return self.encoder.backbone
 
+    @property
+    def unk_id(self) -> int | None:
+        """The id never generated (`<unk>` matches no reference word), or None when task.suppress_unk=false."""
+        return self.vocab.unk_id if self.hparams.get("suppress_unk", True) else None
+
     def setup(self, stage: str) -> None:
-        """With a frozen encoder, ask the datamodule for its cached feature maps instead of pixels."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if self.encoder.freeze and dm is not None and hasattr(dm, "use_encoder"):
+        """Start from task.scst.init_from's weights; with a frozen encoder, feed the datamodule's cached feature maps."""
+        dm: CaptionData = self.trainer.datamodule
+        if self.self_critical and self._rewards is None:
+            self.begin_self_critical(self.scst.init_from)
+        if self.encoder.freeze:
+            self.encoder.backbone.to(memory_format=torch.channels_last)  # the layout its inputs come in
             dm.use_encoder(self.encoder.feature_map, state_digest(self.encoder.backbone))
             self.encoder.precomputed = True
 
+    def begin_self_critical(self, ckpt_path: str | None) -> None:
+        """Switch to SCST from a cross-entropy checkpoint (None: the weights as they are): image batches, CIDEr-D
+        rewards with the training set's document frequencies, and the constant task.scst.lr."""
+        from tincap.checkpoints import (
+            read_checkpoint,  # checkpoints rebuilds tasks, so it imports this module
+        )
+
+        dm: CaptionData = self.trainer.datamodule
+        if ckpt_path is not None:
+            ckpt = read_checkpoint(Path(ckpt_path).expanduser(), "task.scst.init_from")
+            words = (ckpt.get(type(dm).__qualname__) or {}).get("vocab", {}).get("itos")
+            if words != self.vocab.itos:
+                raise InvalidInput(f"task.scst.init_from={ckpt_path}: its vocabulary differs from this run's "
+                                   f"({len(words or [])} vs {len(self.vocab)} words); start SCST with the data "
+                                   "settings (data.root, data.min_freq, data.split_seed) that checkpoint was trained with")
+            self.load_state_dict(ckpt["state_dict"])
+        self.self_critical = True
+        dm.train_items = "images"
+        self._rewards = CiderD(dm.references("train"))
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.self_critical:
+            return self._self_critical_step(*batch)
         x, tokens = batch
-        global_feat, spatial = self.encoder(x)
+        image = self.encoder(x)  # (N, D) or (N, L, C)
         if tokens.dim() == 3:  # (N, K, T): all K captions of each image share one encoder pass
             keep = tokens.flatten(0, 1)[:, 0] != self.vocab.pad_id
-            k = tokens.shape[1]
-            global_feat = global_feat.repeat_interleave(k, 0)[keep]
-            spatial = spatial.repeat_interleave(k, 0)[keep]
+            image = image.repeat_interleave(tokens.shape[1], 0)[keep]
             tokens = tokens.flatten(0, 1)[keep]
-        logits, aux = self.decoder.forward_with_aux(global_feat, spatial, tokens)
+        logits, aux = self.decoder.forward_with_aux(image, tokens)  # (N, T-1, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss + aux
 
+    def _words(self, ids: Tensor) -> list[list[str]]:
+        return [self.vocab.decode(row.tolist()).split() for row in ids]
+
+    def _self_critical_step(self, x: Tensor, index: Tensor) -> Tensor:
+        """Sample task.scst.samples captions per image, reward each by CIDEr-D against the image's training captions,
+        and push up those that beat the baseline."""
+        k = self.scst.samples
+        image = self.encoder(x)
+        ids, logps = sample_captions(self.decoder, image, k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
+        images = index.repeat_interleave(k).tolist()
+        rewards = torch.tensor(self._rewards.corpus_scores(self._words(ids), images), device=logps.device).view(-1, k)
+        greedy_rewards = None
+        if self.scst.baseline == "greedy":  # decoded by the same network (dropout too) as the samples it judges
+            greedy = greedy_decode(self.decoder, image.detach(), self.max_len, unk_id=self.unk_id)
+            greedy_rewards = torch.tensor(self._rewards.corpus_scores(self._words(greedy), index.tolist()),
+                                          device=logps.device)
+        loss = self_critical_loss(logps, ids, advantages(rewards, greedy_rewards).flatten(), self.vocab.pad_id)
+        self.log("train/reward", rewards.mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss
+
     def generate(self, x: Tensor, beam_size: int = 1) -> Tensor:
         """Token ids (N, <= max_len) of the best caption per image: greedy for beam 1, else beam search."""
-        global_feat, spatial = self.encoder(x)
-        unk = self.vocab.unk_id if self.hparams.get("suppress_unk", True) else None
+        image = self.encoder(x)
         if beam_size <= 1:
-            return greedy_decode(self.decoder, global_feat, spatial, self.max_len, unk_id=unk)
-        return beam_search(self.decoder, global_feat, spatial, beam_size, self.max_len, self.hparams.length_penalty,
-                           unk_id=unk)
+            return greedy_decode(self.decoder, image, self.max_len, unk_id=self.unk_id)
+        return beam_search(self.decoder, image, beam_size, self.max_len, self.hparams.length_penalty,
+                           unk_id=self.unk_id)
 
     def captions(self, x: Tensor, beam_size: int = 1) -> list[str]:
         return [self.vocab.decode(row.tolist()) for row in self.generate(x, beam_size)]
@@ -106,7 +164,10 @@ class Captioner(L.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, index = batch
         beam = 1 if stage == "val" else self.hparams.beam_size
-        self._hyps[stage].append((index.cpu(), self.generate(x, beam).cpu()))
+        ids = self.generate(x, beam)
+        padded = ids.new_full((len(ids), self.max_len), self.vocab.pad_id)  # one width, so processes can gather
+        padded[:, : ids.size(1)] = ids
+        self._hyps[stage].append((index, padded))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
@@ -114,25 +175,26 @@ class Captioner(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
 
-    def score(self, hypotheses: list[list[str]], references: list[list[list[str]]]) -> dict[str, float]:
-        """BLEU-1..4, CIDEr-D and the coursework's cosine of averaged decoder word embeddings."""
-        scores = corpus_bleu(hypotheses, references)
-        scores["cider"] = cider_d(hypotheses, references)[0]
-        lookup = embedding_lookup(self.decoder.embed.weight, self.vocab.stoi, ignore=("<pad>", "<bos>", "<eos>", "<unk>"))
-        scores["cosine"] = mean_cosine(hypotheses, references, lookup)
-        return scores
-
     def _finish(self, stage: str) -> None:
+        """Gather every process's captions, then score the whole split identically on each (no metric sync needed)."""
         outputs, self._hyps[stage] = self._hyps[stage], []
-        if not outputs or self.trainer.sanity_checking:
+        if self.trainer.sanity_checking:
             return
-        index = torch.cat([o[0] for o in outputs]).tolist()
-        ids = [row for o in outputs for row in o[1]]
-        references = self.trainer.datamodule.references(stage)
-        refs = [references[i] for i in index]
-        hyps = [self.vocab.decode(row.tolist()).split() for row in ids]
-        scores = self.score(hyps, refs)
-        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, prog_bar=stage == "val")
+        local_index = torch.cat([o[0] for o in outputs]) if outputs else torch.zeros(0, dtype=torch.long)
+        local_ids = torch.cat([o[1] for o in outputs]) if outputs else torch.zeros(0, self.max_len, dtype=torch.long)
+        index, ids = gather_by_index(local_index.to(self.device), local_ids.to(self.device))
+        if len(index) == 0:
+            return
+        dm: CaptionData = self.trainer.datamodule
+        if self._scorer is None:
+            self._scorer = CaptionScorer(dm.references("train"))
+        references = dm.references(stage)
+        index = index.cpu().tolist()
+        hyps = self._words(ids.cpu())
+        scores = self._scorer(hyps, [references[i] for i in index])
+        shown = ("bleu4", "cider") if stage == "val" else ()
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k in shown}, prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k not in shown})
         self.results[stage] = {"values": scores, "index": index, "hypotheses": hyps}
 
     def on_validation_epoch_end(self) -> None:
@@ -152,39 +214,30 @@ class Captioner(L.LightningModule):
         self._finish("test")
 
     @torch.inference_mode()
-    def image_features(self, loader: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+    def pooled_features(self, loader: Iterable[tuple[Tensor, Tensor]], advance: Callable[[int], None]) -> Tensor:
         """The backbone's average-pooled feature of every image a loader yields, in order (the nearest baseline's space)."""
         was_training = self.training
         self.eval()
-        pooled = [self.encoder(x.to(self.device))[1].mean(1).float().cpu() for x, _ in loader]
+        pooled = []
+        for x, _ in loader:
+            pooled.append(self.encoder.pooled(x.to(self.device)).float().cpu())
+            advance(len(x))
         self.train(was_training)
         return torch.cat(pooled)
 
-    def baseline_scores(self, datamodule: Any, split: str) -> dict[str, float]:
-        """BLEU-4 and CIDEr-D of the blind and nearest-neighbour baselines on `split`, built from the train split."""
-        train_refs = datamodule.references("train")
-        refs = datamodule.references(split)
-        blind, _ = best_blind_caption([c for caps in train_refs for c in caps], train_refs, candidates=None)
-        nearest = nearest_neighbour_captions(
-            self.image_features(datamodule.eval_dataloader("train")), train_refs,
-            self.image_features(datamodule.eval_dataloader(split)),
-        )
-        scores = {}
-        for name, hyps in (("blind", [blind] * len(refs)), ("nearest", nearest)):
-            scores[f"{split}/baseline_{name}_bleu4"] = corpus_bleu(hyps, refs)["bleu4"]
-            scores[f"{split}/baseline_{name}_cider"] = cider_d(hyps, refs)[0]
-        log.info("%s blind caption: %r", split, " ".join(blind))
-        return scores
-
-    def write_outputs(self, out_dir: Path, stage: str, datamodule: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    def write_outputs(self, out_dir: Path, stage: str, datamodule: CaptionData) -> tuple[dict[str, float], dict[str, Any]]:
         """captions_<stage>.csv (image, generated, first reference); on test also the baselines' scores."""
         result = self.results.get(stage)
         if not result:
             return {}, {}
         split = datamodule.splits[stage]
-        rows = [[split.names[i], " ".join(h), split.captions[i][0]] for i, h in zip(result["index"], result["hypotheses"])]
-        atomic_write_csv(Path(out_dir) / f"captions_{stage}.csv", ["image", "generated", "reference"], rows)
-        return (self.baseline_scores(datamodule, stage) if stage == "test" else {}), {}
+        write_captions_csv(Path(out_dir) / f"captions_{stage}.csv", [split.names[i] for i in result["index"]],
+                           result["hypotheses"], [split.captions[i][0] for i in result["index"]])
+        if stage != "test":
+            return {}, {}
+        return baseline_scores(self.pooled_features, datamodule.eval_dataloader("train", share=False),
+                               datamodule.eval_dataloader(stage, share=False), datamodule.references("train"),
+                               datamodule.references(stage), stage), {}
 
     def configure_optimizers(self) -> Any:
         head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]
@@ -192,11 +245,7 @@ class Captioner(L.LightningModule):
         groups = [{"params": head}]
         if backbone:
             groups.append({"params": backbone, "lr_scale": self.hparams.encoder_lr_scale})
+        if self.self_critical:
+            return scale_group_lrs(self.optimizer_factory(groups, lr=self.scst.lr))
         optimizer = scale_group_lrs(self.optimizer_factory(groups))
         return optimizer_config(self.trainer, optimizer, self.scheduler_factory)
-
-
-def _decoder_dims(decoder: dict[str, Any], embed_dim: int, feature_dim: int) -> dict[str, int]:
-    """The encoder sizes a decoder config needs: the global feature size (RNN) or the map's channels (attention)."""
-    target = str(decoder.get("_target_", ""))
-    return {"feature_dim": feature_dim} if target.endswith("AttentionDecoder") else {"image_dim": embed_dim}

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tincap.checkpoints import AtomicCheckpointIO, load_task
+from tincap.data.caption_datamodule import CaptionData
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import InvalidInput
 from tincap.evaluation.submission import read_id_category_csv, write_submission
@@ -46,14 +47,15 @@ def datamodule_for(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataM
         data_cfg.mean = info["mean"]
         data_cfg.std = info["std"]
         if captioner:
-            data_cfg.vocab = info["vocab"]
             data_cfg.max_len = info["max_len"]
     dm = hydra.utils.instantiate(data_cfg)
-    if captioner != hasattr(dm, "references"):
+    if captioner != isinstance(dm, CaptionData):
         kind = "captioner" if captioner else "classifier"
         raise InvalidInput(f"ckpt_path={cfg.ckpt_path} is a {kind} checkpoint but data is {data_cfg._target_}; "
                          f"choose a {'caption' if captioner else 'classification'} dataset")
-    if not captioner and dm.class_names != list(info["class_names"]):
+    if captioner:
+        dm.load_state_dict({"vocab": task.vocab.state_dict()})
+    elif dm.class_names != list(info["class_names"]):
         raise InvalidInput(
             f"ckpt_path={cfg.ckpt_path} was trained on {len(info['class_names'])} classes {info['class_names'][:3]}..., "
             f"but {dm.root} has {dm.num_classes} classes {dm.class_names[:3]}...; evaluate on the same label set"

@@ -1,25 +1,16 @@
-"""Caption decoding for any decoder with the stepwise API (`init_state`, `step`, `reorder_state`): greedy and beam.
+"""Writing captions with any `CaptionDecoder` through its stepwise API: greedy, beam search and sampling (for SCST).
 
 Outputs are LongTensors (N, L <= max_len) of generated ids: no `<bos>`, `<eos>` included when produced, `<pad>`
-after it. `<pad>` and `<bos>` are never generated.
+after it. `<pad>` and `<bos>` are never generated, nor `<eos>` before `min_len` words (greedy and beam search write
+at least one word: an undertrained model's likeliest caption is often the empty one). `image` is what the decoder reads (its ``reads``), batch first.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import torch
 from torch import Tensor
 
-from tincap.models.decoders import State
-
-
-class StepDecoder(Protocol):
-    def init_state(self, global_feat: Tensor, spatial_feat: Tensor) -> State: ...
-
-    def step(self, prev_tokens: Tensor, state: State, spatial_feat: Tensor) -> tuple[Tensor, State]: ...
-
-    def reorder_state(self, state: State, index: Tensor) -> State: ...
+from tincap.models.caption_decoders import CaptionDecoder
 
 
 def _ban(log_probs: Tensor, ids: tuple[int, ...]) -> Tensor:
@@ -33,25 +24,25 @@ def _banned(pad_id: int, bos_id: int, unk_id: int | None) -> tuple[int, ...]:
 
 @torch.no_grad()
 def greedy_decode(
-    decoder: StepDecoder,
-    global_feat: Tensor,
-    spatial_feat: Tensor,
+    decoder: CaptionDecoder,
+    image: Tensor,
     max_len: int,
     bos_id: int = 1,
     eos_id: int = 2,
     pad_id: int = 0,
     unk_id: int | None = None,
+    min_len: int = 1,
 ) -> Tensor:
     """The most likely next token at each step, until every caption has produced `<eos>` or max_len tokens."""
     banned = _banned(pad_id, bos_id, unk_id)
-    n = global_feat.size(0)
-    state = decoder.init_state(global_feat, spatial_feat)
-    prev = torch.full((n,), bos_id, dtype=torch.long, device=global_feat.device)
-    finished = torch.zeros(n, dtype=torch.bool, device=global_feat.device)
+    n = image.size(0)
+    state = decoder.init_state(image)
+    prev = torch.full((n,), bos_id, dtype=torch.long, device=image.device)
+    finished = torch.zeros(n, dtype=torch.bool, device=image.device)
     out = [prev.new_empty((n, 0))]
-    for _ in range(max_len):
-        log_probs, state = decoder.step(prev, state, spatial_feat)
-        prev = _ban(log_probs, banned).argmax(-1)
+    for t in range(max_len):
+        log_probs, state = decoder.step(prev, state, image)
+        prev = _ban(log_probs, banned if t >= min_len else (*banned, eos_id)).argmax(-1)
         out.append(prev.masked_fill(finished, pad_id).unsqueeze(1))
         finished |= prev == eos_id
         if bool(finished.all()):
@@ -66,9 +57,8 @@ def _normalise(score: Tensor, length: int, length_penalty: float) -> Tensor:
 
 @torch.no_grad()
 def beam_search(
-    decoder: StepDecoder,
-    global_feat: Tensor,
-    spatial_feat: Tensor,
+    decoder: CaptionDecoder,
+    image: Tensor,
     beam_size: int,
     max_len: int,
     length_penalty: float = 0.0,
@@ -76,6 +66,7 @@ def beam_search(
     eos_id: int = 2,
     pad_id: int = 0,
     unk_id: int | None = None,
+    min_len: int = 1,
 ) -> Tensor:
     """Best caption per image; the N x beam_size hypotheses advance as one batch of N * beam_size rows.
 
@@ -85,11 +76,11 @@ def beam_search(
     with a length penalty it is bounded by its current sum normalised at max_len).
     """
     banned = _banned(pad_id, bos_id, unk_id)
-    n, k = global_feat.size(0), beam_size
-    device = global_feat.device
+    n, k = image.size(0), beam_size
+    device = image.device
     rows = torch.arange(n, device=device)
-    state = decoder.reorder_state(decoder.init_state(global_feat, spatial_feat), rows.repeat_interleave(k))
-    spatial = spatial_feat.index_select(0, rows.repeat_interleave(k))
+    state = decoder.reorder_state(decoder.init_state(image), rows.repeat_interleave(k))
+    beams_image = image.index_select(0, rows.repeat_interleave(k))
     prev = torch.full((n * k,), bos_id, dtype=torch.long, device=device)
     # all beams start identical: only the first may expand, or the beam would fill with copies
     scores = torch.full((n, k), float("-inf"), device=device)
@@ -101,8 +92,8 @@ def beam_search(
     done = torch.zeros(n, dtype=torch.bool, device=device)
     is_top_k = torch.arange(2 * k, device=device) < k
     for t in range(max_len):
-        log_probs, state = decoder.step(prev, state, spatial)
-        log_probs = _ban(log_probs, banned).view(n, k, -1)
+        log_probs, state = decoder.step(prev, state, beams_image)
+        log_probs = _ban(log_probs, banned if t >= min_len else (*banned, eos_id)).view(n, k, -1)
         width = min(2 * k, log_probs.size(-1))
         cand_lp, cand_tok = log_probs.topk(width, dim=-1)
         # a stable sort keeps each beam's extensions in log-prob order on exact ties (after rounding), so that
@@ -140,3 +131,38 @@ def beam_search(
         if bool(done.all()):
             break
     return best_seq[:, : int(best_len.max())]
+
+
+def sample_captions(
+    decoder: CaptionDecoder,
+    image: Tensor,
+    samples: int,
+    max_len: int,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+    unk_id: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`samples` captions per image drawn from the decoder, with gradients: ids (N * samples, L) and the log-prob of
+    each drawn token (N * samples, L), 0 after `<eos>`. Rows i * samples .. (i + 1) * samples - 1 belong to image i."""
+    banned = _banned(pad_id, bos_id, unk_id)
+    n = image.size(0) * samples
+    image = image.repeat_interleave(samples, 0)
+    state = decoder.init_state(image)
+    prev = torch.full((n,), bos_id, dtype=torch.long, device=image.device)
+    finished = torch.zeros(n, dtype=torch.bool, device=image.device)
+    ids, logps = [], []
+    for _ in range(max_len):
+        log_probs, state = decoder.step(prev, state, image)
+        # renormalised over the tokens that may be drawn: with the banned ones' mass left in, SCST's mostly negative
+        # advantages push every drawn word down by moving mass to <unk> and <pad>, which sampling never draws
+        # (measured: val CIDEr-D 0.49 -> 0.31 in 25 steps, captions ever longer)
+        log_probs = _ban(log_probs, banned).log_softmax(-1)  # (n, V)
+        prev = torch.multinomial(log_probs.detach().float().exp(), 1).squeeze(1)
+        taken = log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
+        ids.append(prev.masked_fill(finished, pad_id))
+        logps.append(taken.masked_fill(finished, 0.0))
+        finished = finished | (prev == eos_id)
+        if bool(finished.all()):
+            break
+    return torch.stack(ids, 1), torch.stack(logps, 1)

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -24,8 +24,9 @@ from tincap.data.base import (
     is_count,
     keep_batch,
 )
-from tincap.data.cache import cached_arrays, cached_decode
-from tincap.data.captions import read_captions, records_by_split, split_by_image
+from tincap.data.cache import cached_decode
+from tincap.data.caption_files import read_captions, records_by_split, split_by_image
+from tincap.data.encoder_features import encoder_features, feature_key
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from tincap.data.vocab import Vocabulary, tokenize
@@ -87,7 +88,8 @@ class CaptionGroups(Dataset):
 
 
 class CaptionImages(Dataset):
-    """Evaluation items: one per image; the index finds the image's references in the datamodule."""
+    """Items of one image each, (input, dataset index): evaluation, and SCST training, which looks up the image's
+    references by the index."""
 
     def __init__(self, inputs: np.ndarray, transform: Callable[[Tensor], Tensor]) -> None:
         self.inputs, self.transform = inputs, transform
@@ -104,8 +106,12 @@ def _to_float(x: Tensor) -> Tensor:
     return x.float()
 
 
+TrainItems = Literal["pairs", "groups", "images"]
+
+
 class CaptionData(FedByNetwork, L.LightningDataModule):
-    """Images + captions split by image; the vocabulary comes from the training captions only."""
+    """Images + captions split by image; the vocabulary comes from the training captions only and is saved in
+    checkpoints as this datamodule's state (`state_dict`), so a checkpoint decodes with exactly its own words."""
 
     def __init__(
         self,
@@ -123,7 +129,6 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         augment: dict | None = None,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
-        vocab: dict[str, Any] | None = None,
         group_captions: bool = False,
         allow_uncaptioned: bool = False,
         captions_file: str | Path | None = None,
@@ -151,8 +156,9 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
-        self.fixed_vocab = Vocabulary.from_state_dict(vocab) if vocab else None  # a checkpoint's, never rebuilt
-        self.group_captions = group_captions
+        self.fixed_vocab: Vocabulary | None = None  # a checkpoint's (load_state_dict), never rebuilt
+        # what a training batch holds: (image, caption) pairs, (image, all its captions), or (image, index) for SCST
+        self.train_items: TrainItems = "groups" if group_captions else "pairs"
         self.splits: dict[str, CaptionSplit] = {}
         self.inputs: dict[str, np.ndarray] = {}  # per split: NCHW uint8 pixels, or a frozen encoder's features
         self.features_from: str | None = None
@@ -196,36 +202,42 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
             return
         self.splits = self._from_shapes() if self.root is None else self._from_folder()
         self.inputs = {k: np.ascontiguousarray(v.images.transpose(0, 3, 1, 2)) for k, v in self.splits.items()}
-        train_caps = [c for caps in self.splits["train"].captions for c in caps]
-        self.vocab = self.fixed_vocab or Vocabulary.build(train_caps, self.min_freq)
+        self.vocab = self.fixed_vocab or Vocabulary.build(self.training_captions(), self.min_freq)
         log.info("%s: %s images, vocabulary %d words", self.name,
                  {k: len(v.names) for k, v in self.splits.items()}, len(self.vocab))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint by Lightning: the vocabulary the decoder's ids refer to."""
+        return {"vocab": self.vocab.state_dict()} if self.vocab is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a checkpoint's vocabulary instead of building one from this dataset's captions."""
+        self.fixed_vocab = Vocabulary.from_state_dict(state["vocab"])
+        if self.vocab is not None:
+            self.vocab = self.fixed_vocab
+
+    def training_captions(self) -> list[str]:
+        """Every training caption as written: the vocabulary's source, and the yardstick of novel captions."""
+        self.setup()
+        return [c for caps in self.splits["train"].captions for c in caps]
 
     def references(self, split: str) -> list[list[list[str]]]:
         """Tokenised reference captions of each image of a split, in dataset order."""
         self.setup()
         return [[tokenize(c) for c in caps] for caps in self.splits[split].captions]
 
-    def use_encoder(self, encode: Callable[[Tensor], Tensor], digest: str, batch_size: int = 256) -> None:
+    def use_encoder(self, encode: Callable[[Tensor], Tensor], digest: str) -> None:
         """Feed a frozen encoder's feature maps instead of pixels, computed once per split and cached by its weights."""
         self.setup()
         if self.features_from == digest:
             return
-        encode_norm = BatchTransform(train=False, mean=self.mean, std=self.std)
+        prepare = BatchTransform(train=False, mean=self.mean, std=self.std)
         for split, pixels in self.inputs.items():
-            images = self.splits[split].images
-            key = hashlib.sha256(f"{digest}|{self.mean}|{self.std}".encode() + images.tobytes()).hexdigest()
+            key = feature_key(digest, pixels, f"{self.mean}|{self.std}")
             path = None
             if self.cache_dir is not None:
-                path = self.cache_dir / f"features-{self.name}-{split}-{self.image_size}-{digest[:16]}.h5"
-
-            def build(pixels: np.ndarray = pixels) -> dict[str, np.ndarray]:
-                with torch.inference_mode():
-                    chunks = [encode(encode_norm(torch.from_numpy(pixels[i : i + batch_size]))).float().half()
-                              for i in range(0, len(pixels), batch_size)]
-                return {"features": torch.cat(chunks).numpy()}
-
-            self.inputs[split] = cached_arrays(path, key, build)["features"]
+                path = self.cache_dir / f"features-{self.name}-{split}-{self.decoded_size()}-{digest[:16]}.h5"
+            self.inputs[split] = encoder_features(encode, pixels, prepare, key, path, f"{self.name} {split}")
         self.features_from = digest
         if any(self.augment.get(k) for k in ("crop_padding", "flip", "color_jitter")):
             log.info("frozen encoder features are cached once, so image augmentation (%s) is off", self.augment)
@@ -243,17 +255,22 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        kind = CaptionGroups if self.group_captions else CaptionPairs
-        data = kind(self.inputs["train"], self.encoded_captions("train"), self._transform(True))
+        if self.train_items == "images":
+            data: Dataset = CaptionImages(self.inputs["train"], self._transform(True))
+        else:
+            kind = CaptionGroups if self.train_items == "groups" else CaptionPairs
+            data = kind(self.inputs["train"], self.encoded_captions("train"), self._transform(True))
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         return DataLoader(data, batch_size=self.batch_size, sampler=epoch_sampler(data, True, seed),
                           generator=torch.Generator().manual_seed(seed), drop_last=len(data) > self.batch_size,
                           num_workers=self.num_workers, collate_fn=keep_batch)
 
-    def eval_dataloader(self, split: str) -> DataLoader:
+    def eval_dataloader(self, split: str, share: bool = True) -> DataLoader:
+        """Every image of a split once, in order; under DDP (`share`) each process gets a disjoint part of them."""
         self.setup()
-        return DataLoader(CaptionImages(self.inputs[split], self._transform(False)), batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers, collate_fn=keep_batch)
+        data = CaptionImages(self.inputs[split], self._transform(False))
+        return DataLoader(data, batch_size=self.eval_batch_size, num_workers=self.num_workers, collate_fn=keep_batch,
+                          sampler=epoch_sampler(data, False, 0) if share else None)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_dataloader("val")
@@ -267,9 +284,14 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
-        return 1  # the encoder backbone's classification head is unused
+        return 1  # the size of the backbone's classification head, which a caption encoder does not use
+
+    def task_inputs(self) -> dict[str, Any]:
+        """What the captioner is built with besides its config: the vocabulary its decoder writes in."""
+        self.setup()
+        return {"vocab": self.vocab}
 
     def describe(self) -> dict[str, Any]:
         self.setup()
         return {"image_size": self.decoded_size(), "mean": list(self.mean), "std": list(self.std),
-                "dataset": self.name, "vocab": self.vocab.state_dict(), "max_len": self.max_len}
+                "dataset": self.name, "max_len": self.max_len, "num_classes": self.num_classes}

@@ -1,0 +1,148 @@
+"""Self-critical sequence training: hand-worked advantages and loss, sampling, and captions that are all empty."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from tincap.data.vocab import Vocabulary
+from tincap.errors import InvalidInput
+from tincap.evaluation.caption_metrics import CiderD
+from tincap.models.caption_decoders import AttentionDecoder, RNNDecoder
+from tincap.models.caption_search import sample_captions
+from tincap.models.cnn import CNN
+from tincap.tasks.captioner import Captioner
+from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
+
+V, D, C, P = 9, 6, 5, 4  # vocab, global feature dim, spatial channels, spatial positions
+PAD, BOS, EOS = 0, 1, 2
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_decoder(reads: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    if reads == "spatial":
+        return AttentionDecoder(V, C, embed_dim=8, hidden_dim=12, attention_dim=6)
+    return RNNDecoder(V, D, 8, 12, cell="gru")
+
+
+def image_for(decoder: nn.Module, n: int, seed: int = 1) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, D, generator=g) if decoder.reads == "global" else torch.randn(n, P, C, generator=g)
+
+
+# ---------------------------------------------------------------- reward minus baseline, and the loss
+
+
+def test_advantages_against_the_greedy_and_the_mean_baseline() -> None:
+    rewards = torch.tensor([[1.0, 0.5, 0.0]])
+    # greedy: every sample minus the greedy caption's reward 0.5
+    torch.testing.assert_close(advantages(rewards, torch.tensor([0.5])), torch.tensor([[0.5, 0.0, -0.5]]))
+    # mean: each minus the mean of the other two: 1 - 0.25, 0.5 - 0.5, 0 - 0.75
+    torch.testing.assert_close(advantages(rewards, None), torch.tensor([[0.75, 0.0, -0.75]]))
+    # per image: the second image's samples are compared with its own baseline only
+    two = torch.tensor([[1.0, 0.5, 0.0], [2.0, 2.0, 5.0]])
+    torch.testing.assert_close(advantages(two, torch.tensor([0.5, 3.0])),
+                               torch.tensor([[0.5, 0.0, -0.5], [-1.0, -1.0, 2.0]]))
+    torch.testing.assert_close(advantages(two, None), torch.tensor([[0.75, 0.0, -0.75], [-1.5, -1.5, 3.0]]))
+
+
+def test_self_critical_loss_hand_worked() -> None:
+    # row 0: "w <eos> <pad>", advantage +1; row 1: "<eos> <pad> <pad>", advantage -2. The log-probs at <pad> (ids 0)
+    # are junk that must not count: loss = -(1 * (-1) + 1 * (-0.5) + (-2) * (-2)) / 3 tokens = -2.5 / 3
+    logps = torch.tensor([[-1.0, -0.5, -7.0], [-2.0, -3.0, -9.0]], requires_grad=True)
+    ids = torch.tensor([[5, EOS, PAD], [EOS, PAD, PAD]])
+    advantage = torch.tensor([1.0, -2.0], requires_grad=True)
+    loss = self_critical_loss(logps, ids, advantage, pad_id=PAD)
+    assert loss.item() == pytest.approx(-2.5 / 3, abs=1e-7)
+    loss.backward()
+    # d loss / d logp = -advantage / 3 on real tokens, 0 on padding; the advantage is a constant (no gradient)
+    torch.testing.assert_close(logps.grad, torch.tensor([[-1 / 3, -1 / 3, 0.0], [2 / 3, 0.0, 0.0]]))
+    assert advantage.grad is None
+
+
+def test_scst_settings_are_checked() -> None:
+    assert ScstSettings().epochs == 0 and ScstSettings(baseline="mean", samples=2).samples == 2
+    with pytest.raises(InvalidInput, match=r"task\.scst\.samples=1: expected an integer >= 2"):
+        ScstSettings(epochs=1, baseline="mean", samples=1)
+    with pytest.raises(InvalidInput, match=r"task\.scst\.baseline=best"):
+        ScstSettings(baseline="best")
+    with pytest.raises(InvalidInput, match=r"task\.scst\.init_from=x\.ckpt but task\.scst\.epochs=0"):
+        ScstSettings(init_from="x.ckpt")
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _well_formed(ids: Tensor, max_len: int) -> None:
+    assert ids.dtype == torch.long and ids.size(1) <= max_len and not (ids == BOS).any()
+    for row in ids.tolist():
+        cut = row.index(EOS) + 1 if EOS in row else len(row)
+        assert PAD not in row[:cut] and all(x == PAD for x in row[cut:])
+
+
+@pytest.mark.parametrize("reads", ["global", "spatial"])
+def test_sampled_tokens_carry_their_teacher_forced_log_probs(reads: str) -> None:
+    dec = make_decoder(reads).eval()
+    image, k, max_len = image_for(dec, 3), 4, 6
+    torch.manual_seed(5)
+    ids, logps = sample_captions(dec, image, k, max_len)
+    assert ids.shape == logps.shape and ids.size(0) == 3 * k
+    _well_formed(ids, max_len)
+    real = ids != PAD
+    assert logps.requires_grad and (logps[~real] == 0).all() and (logps[real] < 0).all()
+    # row r was drawn for image r // k: its log-probs are the decoder's under teacher forcing with that image,
+    # renormalised over the tokens that may be drawn (never <pad> or <bos>)
+    tokens = torch.cat([torch.full((ids.size(0), 1), BOS), ids], 1)
+    with torch.no_grad():
+        logits = dec(image.repeat_interleave(k, 0), tokens).index_fill(-1, torch.tensor([PAD, BOS]), float("-inf"))
+        expected = logits.log_softmax(-1).gather(-1, ids.unsqueeze(-1))
+    torch.testing.assert_close(logps.detach(), torch.where(real, expected.squeeze(-1), 0.0), atol=1e-5, rtol=0)
+    torch.manual_seed(5)
+    assert torch.equal(sample_captions(dec, image, k, max_len)[0], ids)  # the draws follow torch's seed
+    with torch.no_grad():
+        dec.fc.bias[EOS] = -1e4  # never ends: every sample runs to max_len
+    ids, logps = sample_captions(dec, image, k, max_len)
+    assert ids.shape == (3 * k, max_len) and not (ids == PAD).any() and not (ids == EOS).any()
+
+
+def test_scst_survives_captions_that_are_all_empty() -> None:
+    dec = make_decoder("spatial").train()
+    with torch.no_grad():
+        dec.fc.bias[EOS] = 50.0  # <eos> first, every time: every caption is empty
+    image = image_for(dec, 2)
+    ids, logps = sample_captions(dec, image, 3, max_len=5)
+    assert ids.size(0) == 6 and (ids[:, 0] == EOS).all() and (ids[:, 1:] == PAD).all()
+    corpus = [[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]]
+    rewards = torch.tensor(CiderD(corpus).corpus_scores([[] for _ in range(6)], [0, 0, 0, 1, 1, 1])).view(2, 3)
+    assert rewards.tolist() == [[0.0] * 3] * 2
+    for baseline in (torch.zeros(2), None):
+        loss = self_critical_loss(logps, ids, advantages(rewards, baseline).flatten(), PAD)
+        assert torch.isfinite(loss)
+        dec.zero_grad()
+        loss.backward(retain_graph=True)
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in dec.parameters())
+        assert dec.fc.bias.grad is not None
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
+@pytest.mark.parametrize("baseline", ["greedy", "mean"])
+def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str) -> None:
+    torch.manual_seed(0)
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
+    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+               "attention_dim": 6}
+    task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
+                     scst={"epochs": 1, "samples": 3, "baseline": baseline}, data_info={"max_len": 6}).train()
+    with torch.no_grad():
+        task.decoder.fc.bias[vocab.eos_id] = 50.0
+    task._rewards = CiderD([[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]])
+    task.self_critical = True
+    loss = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0)
+    assert torch.isfinite(loss) and loss.item() == 0.0  # all rewards 0, so every advantage is 0
+    loss.backward()
+    assert task.decoder.fc.bias.grad is not None and torch.isfinite(task.decoder.fc.bias.grad).all()
+    assert task.decoder.training  # the greedy baseline's eval() is undone
