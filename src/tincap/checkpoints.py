@@ -115,10 +115,18 @@ def task_kind(hparams: dict[str, Any]) -> TaskKind:
     return "captioner" if "decoder" in hparams else "classifier"
 
 
+def saved_vocabulary(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The vocabulary a captioner checkpoint's datamodule saved as its state; None in one from before it was kept there."""
+    from tincap.data.caption_datamodule import (
+        CaptionData,  # imported here: the data modules load before this one
+    )
+
+    return (ckpt.get(CaptionData.__qualname__) or {}).get("vocab")
+
+
 def load_task(path: str | Path, kind: TaskKind | None = None, key: str = "ckpt_path") -> L.LightningModule:
     """Rebuild the classifier or captioner of a checkpoint from the file alone; `kind` refuses the other one."""
     # imported here: the task and model modules read checkpoints through this module
-    from tincap.data.caption_datamodule import CaptionData
     from tincap.data.vocab import Vocabulary
     from tincap.models import rebuild_network
     from tincap.tasks.captioner import Captioner
@@ -141,12 +149,12 @@ def load_task(path: str | Path, kind: TaskKind | None = None, key: str = "ckpt_p
     if found == "classifier":
         task = Classifier(net=rebuild_network(hparams["model_cfg"], len(info["class_names"])), optimizer=None, **hparams)
     else:
-        data_state = ckpt.get(CaptionData.__qualname__) or {}
-        if "vocab" not in data_state or "num_classes" not in info:
+        vocab = saved_vocabulary(ckpt)
+        if vocab is None or "num_classes" not in info:
             raise InvalidInput(f"{key}={path} is a captioner checkpoint from before the vocabulary was kept in the "
                                "datamodule's state; retrain it with this version (python train.py experiment=...)")
         net = rebuild_network(hparams["model_cfg"], info["num_classes"])
-        task = Captioner(net=net, optimizer=None, vocab=Vocabulary.from_state_dict(data_state["vocab"]), **hparams)
+        task = Captioner(net=net, optimizer=None, vocab=Vocabulary.from_state_dict(vocab), **hparams)
     task.load_state_dict(ckpt["state_dict"])
     return task
 

@@ -100,12 +100,13 @@ class Captioner(L.LightningModule):
         rewards with the training set's document frequencies, and the constant task.scst.lr."""
         from tincap.checkpoints import (
             read_checkpoint,  # checkpoints rebuilds tasks, so it imports this module
+            saved_vocabulary,
         )
 
         dm: CaptionData = self.trainer.datamodule
         if ckpt_path is not None:
             ckpt = read_checkpoint(Path(ckpt_path).expanduser(), "task.scst.init_from")
-            words = (ckpt.get(type(dm).__qualname__) or {}).get("vocab", {}).get("itos")
+            words = (saved_vocabulary(ckpt) or {}).get("itos")
             if words != self.vocab.itos:
                 raise InvalidInput(f"task.scst.init_from={ckpt_path}: its vocabulary differs from this run's "
                                    f"({len(words or [])} vs {len(self.vocab)} words); start SCST with the data "
