@@ -3,6 +3,10 @@
 Pairs: loader/hdf5 vs loader/imagefolder (same images, augmentations, workers, batch size), fit/tincap vs
 fit/plain_loop (same model, data, batch size, precision), the precision/memory-format levers of one step, and
 one training step of timm's tf_efficientnet_lite0 at 64/128/224 px beside the custom CNN's.
+Then `fit/tin30_epoch` (one epoch of experiment=tin30_cnn as train.py runs it), `eval/tta_flip` beside
+`eval/plain` (the cost of flip test-time augmentation), `step/compiled` beside `step/fp32_channels_last`, and, when
+CUDA is present, `gpu/loader` (img/s into device memory: host augmentation, device augmentation, data on the device),
+`gpu/step` (bf16, with and without torch.compile) and `gpu/epoch`.
 Never fails on a timing; uses ../shared/data/tinyimagenet30 (or $TINCAP_SHARED_DATA) and the generated shapes
 when that is absent.
 """
@@ -13,8 +17,10 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from tincap.callbacks import Throughput  # noqa: E402
+from tincap.data.base import ClassificationDataModule  # noqa: E402
 from tincap.data.shapes import ShapesData  # noqa: E402
 from tincap.data.tin30 import TinyImageNet30  # noqa: E402
 from tincap.models.cnn import CNN  # noqa: E402
@@ -125,26 +132,44 @@ def bench_fit(dm: L.LightningDataModule, args: argparse.Namespace) -> None:
          tincap_ratio=round(tincap / plain, 3))
 
 
-def step_img_per_s(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bf16: bool = False,
-                   channels_last: bool = False) -> float:
-    """Images per second of SGD training steps on one fixed batch, after one warm-up step."""
+def step_timing(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bf16: bool = False,
+                channels_last: bool = False, compile: bool = False) -> tuple[float, float]:
+    """(images per second of SGD training steps on one fixed batch after one warm-up step, seconds of that warm-up
+    step, which holds the compilation), on the batch's device."""
+    device = x.device
+    net = net.to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    if compile:
+        net.compile()
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
+    def synced() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    start = synced()
     step()
-    start = time.perf_counter()
+    warm = synced() - start
+    start = synced()
     for _ in range(steps):
         step()
-    return len(x) * steps / (time.perf_counter() - start)
+    return len(x) * steps / (synced() - start), warm
+
+
+def step_img_per_s(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bf16: bool = False,
+                   channels_last: bool = False) -> float:
+    """Images per second of SGD training steps on one fixed batch, after one warm-up step."""
+    return step_timing(net, x, y, steps, bf16, channels_last)[0]
 
 
 def bench_levers(num_classes: int, args: argparse.Namespace) -> None:
@@ -177,6 +202,118 @@ def bench_timm(num_classes: int, args: argparse.Namespace) -> None:
              channels_last=True, ratio_vs_cnn_64px=round(value / cnn, 3))
 
 
+def compose_experiment(*overrides: str) -> Any:
+    """conf/train.yaml composed as `python train.py <overrides>` would, writing into a temporary folder."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = tempfile.mkdtemp(prefix="tincap-bench-")
+        cfg.paths.root_dir = str(REPO)
+        cfg.test = False
+        cfg.logger = None
+    return cfg
+
+
+def epoch_seconds(name: str, args: argparse.Namespace, *overrides: str) -> None:
+    """One epoch of experiment=tin30_cnn through train.py's own `train`: training-step seconds, and the whole epoch's
+    wall time with its validation (extrapolated to a full epoch when --quick limits the steps)."""
+    from tincap.train import train
+
+    shared = Path(os.environ.get("TINCAP_SHARED_DATA", REPO.parent / "shared" / "data")) / "tinyimagenet30"
+    if not shared.is_dir():
+        emit(name=name, skipped=f"no TinyImageNet30 at {shared}")
+        return
+    limit = [f"trainer.limit_train_batches={args.epoch_steps}"] if args.epoch_steps else []
+    if args.quick:
+        limit.append("trainer.limit_val_batches=2")
+    cfg = compose_experiment("experiment=tin30_cnn", f"data.root={shared}", "trainer.max_epochs=1",
+                             "callbacks.model_checkpoint=null", "callbacks.rich_progress_bar=null",
+                             "callbacks.lr_monitor=null", *limit, *overrides)
+    _, objects = train(cfg)
+    meter = next(c for c in objects["trainer"].callbacks if isinstance(c, Throughput))
+    full = len(objects["datamodule"].splits["train"].images) // cfg.data.batch_size  # drop_last
+    batches = args.epoch_steps or full
+    emit(name=name, train_seconds=round(meter.busy * full / batches, 1), wall_s=round(meter.wall_s, 1),
+         img_per_s=round(meter.img_per_s, 1), steps=batches, steps_per_epoch=full)
+
+
+def bench_tta(dm: L.LightningDataModule, args: argparse.Namespace) -> None:
+    """Evaluation speed of the tin30 CNN on the validation split without and with flip test-time augmentation."""
+    task = Classifier(make_net(dm.num_classes), optimizer=None).eval()
+    loader = dm.val_dataloader()
+    results = {}
+    for mode in ("none", "flip"):
+        task.use_tta(mode)
+        n, start = 0, time.perf_counter()
+        with torch.no_grad():
+            for i, (x, _) in enumerate(loader):
+                if i == args.loader_batches:
+                    break
+                task.predict_logits(x)
+                n += len(x)
+        results[mode] = n / (time.perf_counter() - start)
+    emit(name="eval/plain", img_per_s=round(results["none"], 1))
+    emit(name="eval/tta_flip", img_per_s=round(results["flip"], 1), cost_vs_plain=round(results["none"] / results["flip"], 2))
+
+
+def bench_compile(num_classes: int, args: argparse.Namespace, device: torch.device, prefix: str, bf16: bool) -> None:
+    """One training step of the tin30 CNN with and without torch.compile (the first step holds the compilation)."""
+    label = "bf16" if bf16 else "fp32"
+    if args.quick:  # compiling takes a minute on a small CPU: not for a smoke run
+        emit(name=f"{prefix}/compiled", skipped="--quick")
+        return
+    x = torch.randn(args.batch_size, 3, 64, 64, device=device)
+    y = torch.randint(0, num_classes, (args.batch_size,), device=device)
+    plain, _ = step_timing(make_net(num_classes), x, y, args.lever_steps, bf16, channels_last=True)
+    compiled, warm = step_timing(make_net(num_classes), x, y, args.lever_steps, bf16, channels_last=True, compile=True)
+    emit(name=f"{prefix}/{label}_channels_last", img_per_s=round(plain, 1))
+    emit(name=f"{prefix}/compiled", img_per_s=round(compiled, 1), precision=label, first_step_s=round(warm, 1),
+         speedup_vs_eager=round(compiled / plain, 2))
+
+
+def loader_img_per_s(dm: ClassificationDataModule, device: torch.device, batches: int) -> float:
+    """Training batches per second, as images, delivered augmented into `device` memory through the datamodule."""
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    it = iter(dm.train_dataloader())
+    n, start = 0, time.perf_counter()
+    for _ in range(batches):
+        batch = dm.on_after_batch_transfer(move_data_to_device(next(it), device), 0)
+        n += len(batch[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return n / (time.perf_counter() - start)
+
+
+def bench_device(args: argparse.Namespace, device: torch.device) -> None:
+    """The GPU path: loader variants into device memory, bf16 steps with and without compile, one epoch."""
+    prefix = "gpu" if device.type == "cuda" else f"{device.type}_as_device"
+    shared = Path(os.environ.get("TINCAP_SHARED_DATA", REPO.parent / "shared" / "data")) / "tinyimagenet30"
+    common = {"batch_size": args.batch_size, "augment": {**AUG, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5},
+              "cache_dir": REPO / ".cache", "pin_memory": device.type == "cuda"}
+    rates = {}
+    for mode, placement in (("host_augment", {}), ("device_augment", {"augment_on": "device"}),
+                            ("data_on_device", {"augment_on": "device", "on_device": True})):
+        dm = TinyImageNet30(root=shared, **common, **placement) if shared.is_dir() else ShapesData(**common, **placement)
+        dm.trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, logger=False)
+        dm.setup()
+        rates[mode] = loader_img_per_s(dm, device, args.loader_batches)
+    for mode, value in rates.items():
+        emit(name=f"{prefix}/loader", mode=mode, img_per_s=round(value, 1),
+             speedup_vs_host=round(value / rates["host_augment"], 2))
+    bench_compile(30, args, device, f"{prefix}/step", bf16=True)
+    if device.type == "cuda":
+        epoch_seconds("gpu/epoch", args, "trainer=gpu", "data.augment_on=device", "data.on_device=true",
+                      "trainer.compile=true")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -185,17 +322,27 @@ def main() -> None:
     parser.add_argument("--fit-steps", type=int, default=30)
     parser.add_argument("--lever-steps", type=int, default=5)
     parser.add_argument("--timm-batch-size", type=int, default=32)
+    parser.add_argument("--epoch-steps", type=int, default=0, help="fit/tin30_epoch: steps to time (0: a full epoch)")
+    parser.add_argument("--device-rows-on-cpu", action="store_true",
+                        help="also run the GPU rows' code on the CPU (named cpu_as_device/...): a check without a GPU")
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 16
-        args.timm_batch_size = 2
+        args.timm_batch_size, args.epoch_steps = 2, 2
     torch.set_num_threads(os.cpu_count() or 1)
     dm = datamodule(args)
     bench_loaders(dm, args)
     bench_fit(dm, args)
     bench_levers(dm.num_classes, args)
     bench_timm(dm.num_classes, args)
+    epoch_seconds("fit/tin30_epoch", args)
+    bench_tta(dm, args)
+    bench_compile(dm.num_classes, args, torch.device("cpu"), "step", bf16=False)
+    if torch.cuda.is_available():
+        bench_device(args, torch.device("cuda"))
+    elif args.device_rows_on_cpu:
+        bench_device(args, torch.device("cpu"))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     cfg = compose_train("experiment=tin30_cnn_aug")
     assert cfg.data.augment == {"crop_padding": 4, "flip": True, "color_jitter": 0.0, "trivial_augment": True,
                                 "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 1.0}  # tin30 + tin30_cnn + own
-    assert cfg.model.dropout == 0.3 and list(cfg.model.widths) == [64, 128, 256, 512]
+    assert cfg.model.dropout == 0.3 and list(cfg.model.widths) == [32, 64, 128, 256]
     net = build_network(cfg.model, num_classes=30)
     opt = hydra.utils.instantiate(cfg.optimizer)(net.parameters())
     assert isinstance(opt, torch.optim.SGD)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,8 @@ def test_training_records_the_weights_origin_and_preprocessing(trained: dict) ->
 
 def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained: dict, tin30_small: Path,
                                                                         tmp_path: Path) -> None:
-    proc = run("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}",
+    # both with flip test-time augmentation, which the checkpoint was not trained with (tta= overrides it)
+    proc = run("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}", "tta=flip",
                f"paths.log_dir={trained['logs']}", f"paths.cache_dir={trained['cache']}", "trainer.precision=32-true")
     submission = {r["Id"]: int(r["Category"])
                   for r in csv.DictReader((Path(closing(proc)["Run dir"]) / "submission.csv").open())}
@@ -50,9 +52,15 @@ def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained
     (photos / "broken.jpg").write_bytes(b"this is not a JPEG")
     ckpt = tmp_path / "model.ckpt"  # a copy: nothing of the training run or its dataset is needed
     shutil.copy(trained["best checkpoint"], ckpt)
-    proc = run("predict.py", f"ckpt_path={ckpt}", f"images={photos}", "top_k=3", "trainer.precision=32-true",
-               f"paths.log_dir={tmp_path / 'logs'}", cwd=tmp_path, env_extra={"TINCAP_DATA": str(tmp_path / "none")})
-    rows = list(csv.DictReader((Path(closing(proc)["Run dir"]) / "predictions.csv").open()))
+    def predict(*extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+        proc = run("predict.py", f"ckpt_path={ckpt}", f"images={photos}", "top_k=3", "trainer.precision=32-true",
+                   f"paths.log_dir={tmp_path / 'logs'}", *extra, cwd=tmp_path,
+                   env_extra={"TINCAP_DATA": str(tmp_path / "none")})
+        return proc, list(csv.DictReader((Path(closing(proc)["Run dir"]) / "predictions.csv").open()))
+
+    proc, rows = predict("tta=flip")
+    _, plain = predict()  # the checkpoint's own task.tta: none
+    assert [r["probability"] for r in plain] != [r["probability"] for r in rows]
     classes = [line.split("\t")[1].strip() for line in (tin30_small / "class.txt").read_text().splitlines()]
     top1 = {r["file"]: classes.index(r["class"]) for r in rows if r["rank"] == "1"}
     assert top1 == submission  # the 40 test images, same top-1 as eval.py; broken.jpg skipped

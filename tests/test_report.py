@@ -135,14 +135,15 @@ def test_directory_without_runs_is_named_in_the_error(tmp_path: Path) -> None:
     assert f"no runs found under {tmp_path / 'empty'}" in proc.stderr
 
 
-def test_report_marks_imagenet_pretrained_rows(sweep: Path, tmp_path: Path) -> None:
+def test_report_marks_imagenet_pretrained_and_tta_rows(sweep: Path, tmp_path: Path) -> None:
     import timm
     import torch
 
     torch.manual_seed(0)
     torch.save(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "in1k.pth")
+    # with flip test-time augmentation too, so the report shows what it bought (val/acc_no_tta)
     run("train.py", "model=timm", "model.arch=resnet18", f"model.weights_path={tmp_path / 'in1k.pth'}", *TINY,
-        f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
+        "task.tta=flip", f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
     (pretrained,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     shutil.copytree(pretrained, tmp_path / "runs" / "pretrained", ignore=shutil.ignore_patterns("checkpoints"))
     shutil.copytree(sweep / "0", tmp_path / "runs" / "scratch", ignore=shutil.ignore_patterns("checkpoints"))
@@ -152,4 +153,9 @@ def test_report_marks_imagenet_pretrained_rows(sweep: Path, tmp_path: Path) -> N
     assert rows["pretrained"]["init"] == "ImageNet-pretrained: ImageNet-1k weights (in1k.pth)"
     assert rows["pretrained"]["model"] == "timm:resnet18"
     assert rows["scratch"]["init"] == "from scratch"
+    metrics = json.loads((pretrained / "metrics.json").read_text())
+    assert float(rows["pretrained"]["val/acc_no_tta"]) == metrics["val/acc_no_tta"]
+    assert float(rows["pretrained"]["val/acc"]) == metrics["val/acc"]
+    assert rows["scratch"]["val/acc_no_tta"] == ""  # a run without TTA has nothing there
     assert "1 run(s) started from ImageNet-pretrained weights" in (tmp_path / "runs" / "report.md").read_text()
+

@@ -40,16 +40,23 @@ def tb_scalars(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path: Path) -> None:
+# data.on_device=true: each split held once as a uint8 tensor, batches gathered by index and augmented by the hook
+# the second case also resumes the moving average of the weights (raw and averaged weights both restored)
+LEVERS = ("data.augment_on=device", "data.on_device=true", "callbacks=[default,ema]")
+
+
+@pytest.mark.parametrize("placement", [(), LEVERS], ids=["host", "on_device_ema"])
+def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, placement: tuple[str, ...]) -> None:
+    config = (*CONFIG, *placement)
     env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     cache = f"paths.cache_dir={tmp_path / 'cache'}"
-    whole = closing(run("train.py", *CONFIG, f"paths.log_dir={tmp_path / 'whole'}", cache))["Run dir"]
+    whole = closing(run("train.py", *config, f"paths.log_dir={tmp_path / 'whole'}", cache))["Run dir"]
     expected = json.loads((Path(whole) / "metrics.json").read_text())
 
     killed = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *CONFIG, f"paths.log_dir={tmp_path / 'killed'}", cache,
+        [sys.executable, str(REPO / "train.py"), *config, f"paths.log_dir={tmp_path / 'killed'}", cache,
          f"+callbacks.kill._target_={__name__}.KillMidEpoch", "+callbacks.kill.epoch=1"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=600, check=False,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     (run_dir,) = (tmp_path / "killed" / "train" / "runs").iterdir()

@@ -10,7 +10,7 @@ from tincap.data.vocab import Vocabulary
 from tincap.errors import InvalidInput
 from tincap.evaluation.caption_metrics import CiderD
 from tincap.models.caption_decoders import AttentionDecoder, RNNDecoder
-from tincap.models.caption_search import sample_captions
+from tincap.models.caption_search import beam_candidates, caption_log_probs, greedy_decode, sample_captions
 from tincap.models.cnn import CNN
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
@@ -70,6 +70,8 @@ def test_scst_settings_are_checked() -> None:
         ScstSettings(epochs=1, baseline="mean", samples=1)
     with pytest.raises(InvalidInput, match=r"task\.scst\.baseline=best"):
         ScstSettings(baseline="best")
+    with pytest.raises(InvalidInput, match=r"task\.scst\.candidates=top: expected sample or beam"):
+        ScstSettings(candidates="top")
     with pytest.raises(InvalidInput, match=r"task\.scst\.init_from=x\.ckpt but task\.scst\.epochs=0"):
         ScstSettings(init_from="x.ckpt")
 
@@ -109,6 +111,33 @@ def test_sampled_tokens_carry_their_teacher_forced_log_probs(reads: str) -> None
     assert ids.shape == (3 * k, max_len) and not (ids == PAD).any() and not (ids == EOS).any()
 
 
+@pytest.mark.parametrize("reads", ["global", "spatial"])
+def test_beam_candidates_are_the_likeliest_captions_with_their_log_probs(reads: str) -> None:
+    dec = make_decoder(reads).eval()
+    image, k, max_len = image_for(dec, 3), 4, 6
+    ids = beam_candidates(dec, image, k, max_len)
+    assert ids.size(0) == 3 * k
+    _well_formed(ids, max_len)
+    assert torch.equal(beam_candidates(dec, image, 1, max_len), greedy_decode(dec, image, max_len))
+    with torch.no_grad():
+        logps = caption_log_probs(dec, image.repeat_interleave(k, 0), ids)
+    # the beam ranks by the decoder's own log-probs (no renormalisation): recompute them under teacher forcing
+    tokens = torch.cat([torch.full((ids.size(0), 1), BOS), ids], 1)
+    with torch.no_grad():
+        raw = dec(image.repeat_interleave(k, 0), tokens).log_softmax(-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    totals = torch.where(ids != PAD, raw, 0.0).sum(1).view(3, k)
+    assert (totals[:, :-1] >= totals[:, 1:] - 1e-5).all()  # best first
+    for i in range(3):  # k different captions per image
+        assert len({tuple(r) for r in ids[i * k:(i + 1) * k].tolist()}) == k
+    # caption_log_probs is sample_captions' log-prob of the same tokens (renormalised without <pad> and <bos>)
+    torch.manual_seed(5)
+    drawn, drawn_logps = sample_captions(dec, image, k, max_len)
+    with torch.no_grad():
+        again = caption_log_probs(dec, image.repeat_interleave(k, 0), drawn)
+    torch.testing.assert_close(again, drawn_logps.detach(), atol=1e-5, rtol=0)
+    assert (logps[ids != PAD] < 0).all() and (logps[ids == PAD] == 0).all()
+
+
 def test_scst_survives_captions_that_are_all_empty() -> None:
     dec = make_decoder("spatial").train()
     with torch.no_grad():
@@ -129,20 +158,23 @@ def test_scst_survives_captions_that_are_all_empty() -> None:
 
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
-@pytest.mark.parametrize("baseline", ["greedy", "mean"])
-def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str) -> None:
+@pytest.mark.parametrize(("baseline", "candidates"), [("greedy", "sample"), ("mean", "sample"), ("mean", "beam")])
+def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, candidates: str) -> None:
     torch.manual_seed(0)
     vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
     decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
                "attention_dim": 6}
     task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
-                     scst={"epochs": 1, "samples": 3, "baseline": baseline}, data_info={"max_len": 6}).train()
+                     scst={"epochs": 1, "samples": 3, "baseline": baseline, "candidates": candidates}, data_info={"max_len": 6}).train()
     with torch.no_grad():
         task.decoder.fc.bias[vocab.eos_id] = 50.0
     task._rewards = CiderD([[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]])
     task.self_critical = True
     loss = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0)
-    assert torch.isfinite(loss) and loss.item() == 0.0  # all rewards 0, so every advantage is 0
+    assert torch.isfinite(loss)
+    if candidates == "sample":
+        assert loss.item() == 0.0  # all rewards 0, so every advantage is 0
+    # beam candidates write at least one word (min_len), and an image's three differ, so their rewards differ
     loss.backward()
     assert task.decoder.fc.bias.grad is not None and torch.isfinite(task.decoder.fc.bias.grad).all()
     assert task.decoder.training  # the greedy baseline's eval() is undone

@@ -214,6 +214,13 @@ def test_training_loss_check_names_step_and_rate() -> None:
     StopOnNonFiniteLoss().on_before_backward(Trainer(), None, torch.tensor(1.5))  # finite: goes on
     with pytest.raises(TrainingDiverged, match=r"training loss became inf at epoch 3, step 120 \(learning rate 0.5"):
         StopOnNonFiniteLoss().on_before_backward(Trainer(), None, torch.tensor(float("inf")))
+    # as on a GPU: no check per step (a host sync), the epoch's first non-finite loss is kept and stops at its end
+    deferred = StopOnNonFiniteLoss(check_each_step=False)
+    for loss in (1.5, float("nan"), float("inf"), 2.0):
+        deferred.on_before_backward(Trainer(), None, torch.tensor(loss))
+    with pytest.raises(TrainingDiverged, match=r"training loss became nan at epoch 3"):
+        deferred.on_train_epoch_end(Trainer(), None)
+    deferred.on_train_epoch_end(Trainer(), None)  # a new epoch starts clean
 
 
 # ---------------------------------------------------------------- a full or read-only disk

@@ -1,4 +1,5 @@
-"""Callbacks tincap adds to Lightning's: throughput for the report, per-epoch reseeding for resume, a stop on a NaN loss."""
+"""Callbacks tincap adds to Lightning's: throughput for the report, per-epoch reseeding for resume, a stop on a NaN loss,
+and the weights' moving average tested as it is validated."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from tincap.checkpoints import checkpoint_epoch
-from tincap.errors import TrainingDiverged
+from tincap.errors import InvalidInput, TrainingDiverged
 
 
 class Throughput(L.Callback):
@@ -54,8 +57,9 @@ class Throughput(L.Callback):
 
 
 class ReseedEachEpoch(L.Callback):
-    """Seed all RNGs from (seed, epoch, rank) as each training epoch starts, so augmentation, dropout and MixUp of a
-    resumed run repeat those of an uninterrupted one exactly (the batch order comes from the sampler's epoch)."""
+    """Seed all RNGs from (seed, epoch, rank) as each training epoch starts, so dropout (and the caption datamodule's
+    augmentation) of a resumed run repeat those of an uninterrupted one exactly. The batch order comes from the
+    sampler's epoch, and classification batches are augmented from their own seed (`transforms.batch_seed`)."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
@@ -68,12 +72,30 @@ class ReseedEachEpoch(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stop at the first NaN/inf training loss (before it reaches the weights) or validation loss (before the
-    checkpoint callbacks, which run last, save the weights), so last.ckpt keeps the last good epoch. The error names
-    the epoch, step and learning rate. Every process takes the same decision under DDP."""
+    """Stop at the first NaN/inf training loss (on the CPU before it reaches the weights; on an accelerator when its
+    epoch ends, without a host sync per step) or validation loss (before the checkpoint callbacks, which run last,
+    save the weights), so last.ckpt keeps the last good epoch. The error names the epoch, step and learning rate.
+    Every process takes the same decision under DDP."""
+
+    def __init__(self, check_each_step: bool | None = None) -> None:
+        self.check_each_step = check_each_step  # None: on the CPU only
+        self._bad: torch.Tensor | None = None  # deferred checks: a non-finite loss of this epoch, else 0
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        self._check(trainer, "training loss", loss.detach())
+        loss = loss.detach()
+        each_step = self.check_each_step if self.check_each_step is not None else loss.device.type == "cpu"
+        if each_step:
+            self._check(trainer, "training loss", loss)
+            return
+        # on a GPU a check per step would make the host wait for the device every step: keep the epoch's first
+        # non-finite loss on the device and look once, when the epoch ends (before the checkpoint callbacks)
+        kept = torch.zeros_like(loss) if self._bad is None else self._bad
+        self._bad = torch.where(torch.isfinite(kept) & ~torch.isfinite(loss), loss, kept)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._bad is not None:
+            bad, self._bad = self._bad, None
+            self._check(trainer, "training loss", bad)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loss = trainer.callback_metrics.get("val/loss")
@@ -99,3 +121,39 @@ class StopOnNonFiniteLoss(L.Callback):
             f"too high for this model and batch size: try optimizer.lr={base / 10:g}, a warm-up (scheduler=onecycle), "
             f"or trainer.gradient_clip_val=1; otherwise check the input data for bad values. {kept}."
         )
+
+
+class WeightEMA(WeightAveraging):
+    """An exponential moving average of the weights (Lightning's WeightAveraging), updated after every optimizer step;
+    the average is what is validated, checkpointed and tested.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as timm's ModelEmaV3), so a short run's
+    average is not mostly its initial weights. Lightning's callback puts the raw weights (a checkpoint's
+    `current_model_state`) back whenever a checkpoint is loaded, so `trainer.test(ckpt_path="best")` after fitting
+    would test the raw weights; outside fitting, the checkpoint's state_dict (the average) stands."""
+
+    def __init__(self, decay: float = 0.99) -> None:
+        if not 0 <= decay < 1:
+            raise InvalidInput(f"callbacks.ema.decay={decay}: expected a number in [0, 1), e.g. 0.99")
+
+        def average(mean: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+            d = ((1 + updates) / (10 + updates)).clamp(max=decay).to(mean.dtype)
+            return mean + (current - mean) * (1 - d)
+
+        super().__init__(avg_fn=average)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+class CompileNetwork(L.Callback):
+    """`trainer.compile=true`: the task's network compiled in place (`nn.Module.compile`), so checkpoints keep their keys."""
+
+    def __init__(self) -> None:
+        self.compiled: set[int] = set()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if id(pl_module.net) not in self.compiled:  # once, though fit, validate and test each call setup
+            pl_module.net.compile()
+            self.compiled.add(id(pl_module.net))

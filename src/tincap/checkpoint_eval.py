@@ -99,6 +99,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     task = load_task(ckpt)
     if cfg.get("beam") is not None and isinstance(task, Captioner):
         task.hparams.beam_size = int(cfg.beam)
+    if isinstance(task, Classifier):
+        task.use_tta(cfg.get("tta"))
     dm = datamodule_for(cfg, task)
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=False, callbacks=[RichProgressBar()], plugins=[AtomicCheckpointIO()]

@@ -59,6 +59,7 @@ def run(cfg: DictConfig) -> Outcome:
     if cfg.top_k < 1:
         raise InvalidInput(f"top_k={cfg.top_k}: expected a positive number of classes per image")
     task = load_classifier(cfg.ckpt_path)
+    task.use_tta(cfg.get("tta"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
     result = predict_files(task, image_paths(cfg.images), trainer, cfg.batch_size)
     for path in result.skipped:

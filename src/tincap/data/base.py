@@ -1,4 +1,5 @@
-"""What every tincap image-classification datamodule shares: in-memory uint8 arrays, batch transforms, splits."""
+"""What every tincap image-classification datamodule shares: in-memory uint8 arrays, batch transforms (run on the host
+or, after the transfer, on the device), splits."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import logging
 import numbers
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +20,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tincap.data.cache import cached_decode
-from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchMix, BatchTransform
+from tincap.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    BatchMix,
+    BatchTransform,
+    ProgressiveResize,
+    batch_seed,
+)
 from tincap.errors import InvalidInput
 
 if TYPE_CHECKING:
     from tincap.models.backbone import InputSpec
 
 log = logging.getLogger(__name__)
+
+ON_DEVICE_SHARE = 0.5  # data.on_device=true keeps a split on a GPU when it takes at most this share of the free memory
 
 
 class ArrayDataset(Dataset):
@@ -38,27 +48,77 @@ class ArrayDataset(Dataset):
         transform: BatchTransform,
         ids: list[str] | None = None,
         mix: BatchMix | None = None,
+        seed: int = 0,
     ) -> None:
         self.images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # NHWC (as decoded) -> NCHW, once
         self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
         self.transform = transform
         self.ids = ids
         self.mix = mix
+        self.seed = seed  # the run's seed; each training batch is augmented from it and its own indices
 
     def __len__(self) -> int:
         return len(self.images)
 
+    def labels(self, idx: np.ndarray) -> Tensor:
+        """The batch's labels; -1 for an unlabelled split."""
+        return self.targets[idx] if self.targets is not None else torch.full((len(idx),), -1, dtype=torch.long)
+
+    def prepare(self, x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """uint8 batch -> normalised (and, training, augmented and mixed) batch: the one code path of the host loader
+        and the device hook, so both give the same batch for the same seed."""
+        if not self.transform.train:
+            return self.transform(x), y
+        generator = torch.Generator().manual_seed(seed)
+        x = self.transform(x, generator)
+        return self.mix(x, y, generator) if self.mix is not None else (x, y)
+
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        x = self.transform(torch.from_numpy(self.images[idx]))
-        y = self.targets[idx] if self.targets is not None else torch.full((len(idx),), -1, dtype=torch.long)
-        if self.mix is not None:
-            x, y = self.mix(x, y)
-        return x, y
+        seed = batch_seed(self.seed, idx) if self.transform.train else 0
+        return self.prepare(torch.from_numpy(self.images[idx]), self.labels(idx), seed)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         x, y = self.__getitems__([index])
         return x[0], y[0]
+
+
+@dataclass
+class RawBatch:
+    """A batch as data.augment_on=device moves it: uint8 pixels, or only their indices when the split already lives
+    on the device; the datamodule's `on_after_batch_transfer` turns it into (images, targets) there."""
+
+    split: str
+    train: bool
+    index: Tensor
+    targets: Tensor
+    seed: int  # hashed on the host, so the device never waits to read the indices back
+    images: Tensor | None = None
+
+    def pin_memory(self) -> RawBatch:
+        """DataLoader(pin_memory=True) pins only the containers it knows; this one pins itself."""
+        return replace(self, index=self.index.pin_memory(), targets=self.targets.pin_memory(),
+                       images=None if self.images is None else self.images.pin_memory())
+
+
+class RawArrayDataset(ArrayDataset):
+    """data.augment_on=device: batches leave the loader as uint8 `RawBatch`es, and are prepared after the transfer."""
+
+    def __init__(self, split: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.split = split
+        self.send_pixels = True  # False while the datamodule holds this split on the device
+
+    def __getitems__(self, indices: list[int]) -> RawBatch:
+        idx = np.asarray(indices, dtype=np.int64)
+        return RawBatch(
+            self.split, self.transform.train, torch.from_numpy(idx), self.labels(idx),
+            batch_seed(self.seed, idx) if self.transform.train else 0,
+            torch.from_numpy(self.images[idx]) if self.send_pixels else None,
+        )
+
+    def __getitem__(self, index: int) -> RawBatch:
+        return self.__getitems__([index])
 
 
 def epoch_sampler(dataset: Dataset, train: bool, seed: int) -> DistributedSampler | None:
@@ -97,6 +157,19 @@ def check_loader_settings(image_size: object, batch_size: object, eval_batch_siz
     check_setting("eval_batch_size", eval_batch_size, eval_batch_size is None or is_count(eval_batch_size),
                   "an integer >= 1, or null for data.batch_size", 256)
     check_setting("num_workers", num_workers, is_count(num_workers, 0), "an integer >= 0", 0)
+
+
+def check_placement(augment_on: object, on_device: object, augment: dict) -> None:
+    """data.augment_on and data.on_device, and the augmentations that only the host can run."""
+    check_setting("augment_on", augment_on, augment_on in ("host", "device"), "host or device", "device")
+    check_setting("on_device", on_device, isinstance(on_device, bool), "true or false", "true")
+    if on_device and augment_on != "device":
+        raise InvalidInput(f"data.on_device=true with data.augment_on={augment_on}: a split kept on the device is "
+                           "augmented there, so on_device needs augment_on=device. Set data.augment_on=device, or "
+                           "data.on_device=false")
+    if augment_on == "device" and augment.get("trivial_augment"):
+        raise InvalidInput("data.augment.trivial_augment=true with data.augment_on=device: TrivialAugment runs image "
+                           "by image on the host only. Set data.augment.trivial_augment=false, or data.augment_on=host")
 
 
 def stratified_split(
@@ -167,9 +240,13 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         pin_memory: bool = False,
+        augment_on: str = "host",
+        on_device: bool = False,
+        progressive: dict | None = None,
     ) -> None:
         super().__init__()
         check_loader_settings(image_size, batch_size, eval_batch_size, num_workers)
+        check_placement(augment_on, on_device, dict(augment or {}))
         check_setting("val_ratio", val_ratio, isinstance(val_ratio, numbers.Real) and 0 <= val_ratio < 1,
                       "a fraction in [0, 1)", 0.2)
         self.root = Path(root).expanduser()
@@ -184,9 +261,21 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.pin_memory = pin_memory
+        self.augment_on = augment_on
+        self.on_device = on_device
+        self.progressive = ProgressiveResize(**progressive) if progressive else None
         self.splits: dict[str, Split] = {}
         self._datasets: dict[tuple[str, bool], ArrayDataset] = {}
+        self._on_device: dict[str, Tensor] = {}  # data.on_device=true: each placed split's NCHW pixels
         self._class_names: list[str] | None = None
+
+    def feed(self, spec: InputSpec, model_name: str) -> None:
+        """As FedByNetwork, refusing progressive resizing for a network that takes only one image size."""
+        if self.progressive is not None and spec.fixed_size:
+            raise InvalidInput(f"data.progressive resizes training images, but model {model_name} only takes "
+                               f"{spec.size}x{spec.size} images; set data.progressive=null, or choose a model that "
+                               "takes any size (cnn, resnet, alexnet)")
+        super().feed(spec, model_name)
 
     # -- what subclasses provide -------------------------------------------------------
     def discover_classes(self) -> list[str]:
@@ -254,9 +343,49 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
             raise KeyError(f"{self.name} at {self.root} has no '{split}' split (has {sorted(self.splits)})")
         if (split, train) not in self._datasets:
             s = self.splits[split]
-            self._datasets[split, train] = ArrayDataset(s.images, s.targets, self.transform(train), s.ids,
-                                                        self._mix() if train else None)
+            args = (s.images, s.targets, self.transform(train), s.ids, self._mix() if train else None)
+            raw = self.augment_on == "device"
+            self._datasets[split, train] = RawArrayDataset(split, *args) if raw else ArrayDataset(*args)
         return self._datasets[split, train]
+
+    def target_device(self) -> torch.device:
+        """Where the trainer computes (the CPU when no trainer is attached)."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def place(self, split: str, pixels: np.ndarray) -> bool:
+        """Keep a split's NCHW pixels on the trainer's device when they fit; False, with a warning, when they stay in
+        host memory (and travel a batch at a time)."""
+        device = self.target_device()
+        if split in self._on_device and self._on_device[split].device == device:
+            return True
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if pixels.nbytes > free * ON_DEVICE_SHARE:
+                log.warning("data.on_device=true: the %s split (%.2f GiB) is more than %d%% of the %.2f GiB free on "
+                            "%s, so it stays in host memory and moves a batch at a time", split, pixels.nbytes / 2**30,
+                            ON_DEVICE_SHARE * 100, free / 2**30, device)
+                self._on_device.pop(split, None)
+                return False
+        self._on_device[split] = torch.from_numpy(pixels).to(device)  # on the CPU: the same memory, no copy
+        return True
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Give the device memory of placed splits back when a fit, validation or test ends."""
+        self._on_device.clear()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """data.augment_on=device: gather, augment and normalise each batch on the device it was moved to; then, with
+        data.progressive, shrink training batches to the epoch's size."""
+        if isinstance(batch, RawBatch):
+            images = batch.images
+            if images is None:
+                held = self._on_device[batch.split]
+                images = held[batch.index.to(held.device, non_blocking=True)]
+            batch = self._datasets[batch.split, batch.train].prepare(images, batch.targets.to(images.device), batch.seed)
+        if self.progressive is not None and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = self.progressive(x, self.trainer.current_epoch, self.trainer.max_epochs), y
+        return batch
 
     def has_labels(self, split: str) -> bool:
         self.setup()
@@ -264,7 +393,10 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
 
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # the run's seed (seed_everything), as Lightning's samplers use
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))  # the run's seed (seed_everything), as samplers use
+        dataset.seed = seed
+        if self.on_device:
+            dataset.send_pixels = not self.place(split, dataset.images)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,

@@ -31,6 +31,7 @@ TAIL_COLUMNS = ("epochs", "fit_s", "train/img_per_s")
 # captioning runs also show their scores and how varied their captions are (counts, then shares and lengths)
 CAPTION_COLUMNS = ("test/bleu4", "test/cider", "test/distinct_captions", "test/vocab_used", "test/novel_ratio",
                    "test/mean_length")
+TTA_COLUMNS = ("val/acc_no_tta",)
 COUNT_COLUMNS = ("test/distinct_captions", "test/vocab_used", "val/distinct_captions", "val/vocab_used")
 
 
@@ -136,6 +137,8 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
     test = matching_test_key(metric)
     captioning = any("test/distinct_captions" in r.metrics for r in runs)
     extra = [c for c in CAPTION_COLUMNS if captioning and c not in (metric, test)]
+    # runs with test-time augmentation also say what it bought
+    extra += [c for c in TTA_COLUMNS if c != metric and any(c in r.metrics for r in runs)]
     header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *extra, *TAIL_COLUMNS]
 
     def rank(r: Run) -> tuple[bool, float]:

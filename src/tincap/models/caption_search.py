@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tincap.models.caption_decoders import CaptionDecoder
+from tincap.models.caption_decoders import CaptionDecoder, State
 
 
 def _ban(log_probs: Tensor, ids: tuple[int, ...]) -> Tensor:
@@ -55,6 +55,22 @@ def _normalise(score: Tensor, length: int, length_penalty: float) -> Tensor:
     return score / ((5 + length) / 6) ** length_penalty if length_penalty > 0 else score
 
 
+def _start_beams(
+    decoder: CaptionDecoder, image: Tensor, k: int, bos_id: int
+) -> tuple[Tensor, State, Tensor, Tensor, Tensor]:
+    """k beams per image at `<bos>`: image rows (N,), the decoder state and image repeated to N * k rows, the first
+    tokens (N * k,), and the scores (N, k). All beams start identical, so only the first may expand (score 0, the
+    others -inf), or the beam would fill with copies."""
+    n = image.size(0)
+    rows = torch.arange(n, device=image.device)
+    state = decoder.reorder_state(decoder.init_state(image), rows.repeat_interleave(k))
+    beams_image = image.index_select(0, rows.repeat_interleave(k))
+    prev = torch.full((n * k,), bos_id, dtype=torch.long, device=image.device)
+    scores = torch.full((n, k), float("-inf"), device=image.device)
+    scores[:, 0] = 0.0
+    return rows, state, beams_image, prev, scores
+
+
 @torch.no_grad()
 def beam_search(
     decoder: CaptionDecoder,
@@ -78,13 +94,7 @@ def beam_search(
     banned = _banned(pad_id, bos_id, unk_id)
     n, k = image.size(0), beam_size
     device = image.device
-    rows = torch.arange(n, device=device)
-    state = decoder.reorder_state(decoder.init_state(image), rows.repeat_interleave(k))
-    beams_image = image.index_select(0, rows.repeat_interleave(k))
-    prev = torch.full((n * k,), bos_id, dtype=torch.long, device=device)
-    # all beams start identical: only the first may expand, or the beam would fill with copies
-    scores = torch.full((n, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0
+    rows, state, beams_image, prev, scores = _start_beams(decoder, image, k, bos_id)
     seqs = torch.empty((n, k, 0), dtype=torch.long, device=device)
     best_score = torch.full((n,), float("-inf"), device=device)
     best_seq = torch.full((n, max_len), pad_id, dtype=torch.long, device=device)
@@ -166,3 +176,50 @@ def sample_captions(
         if bool(finished.all()):
             break
     return torch.stack(ids, 1), torch.stack(logps, 1)
+
+
+@torch.no_grad()
+def beam_candidates(
+    decoder: CaptionDecoder,
+    image: Tensor,
+    beam_size: int,
+    max_len: int,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+    unk_id: int | None = None,
+    min_len: int = 1,
+) -> Tensor:
+    """The beam_size likeliest captions per image (N * beam_size, L), rows i * beam_size .. grouped by image: SCST's
+    candidates near the decoder's mode. A finished hypothesis stays in the beam, extended by `<pad>` at no cost."""
+    banned = _banned(pad_id, bos_id, unk_id)
+    n, k = image.size(0), beam_size
+    device = image.device
+    rows, state, beams_image, prev, scores = _start_beams(decoder, image, k, bos_id)
+    seqs = prev.new_empty((n * k, 0))
+    finished = torch.zeros(n * k, dtype=torch.bool, device=device)
+    for t in range(max_len):
+        log_probs, state = decoder.step(prev, state, beams_image)
+        log_probs = _ban(log_probs, banned if t >= min_len else (*banned, eos_id))  # (N * k, V)
+        pad_only = torch.full_like(log_probs[0], float("-inf")).index_fill(0, torch.tensor(pad_id, device=device), 0.0)
+        log_probs = torch.where(finished.unsqueeze(1), pad_only, log_probs)
+        vocab = log_probs.size(-1)
+        scores, flat = (scores.view(-1, 1) + log_probs).view(n, k * vocab).topk(k, dim=1)  # (N, k)
+        source = (rows.unsqueeze(1) * k + torch.div(flat, vocab, rounding_mode="floor")).view(-1)  # (N * k,)
+        prev = (flat % vocab).view(-1)
+        seqs = torch.cat([seqs[source], prev.unsqueeze(1)], 1)
+        state = decoder.reorder_state(state, source)
+        finished = finished[source] | (prev == eos_id)
+        if bool(finished.all()):
+            break
+    return seqs
+
+
+def caption_log_probs(
+    decoder: CaptionDecoder, image: Tensor, ids: Tensor, bos_id: int = 1, pad_id: int = 0, unk_id: int | None = None
+) -> Tensor:
+    """Teacher-forced log-prob (N, L) of each token of captions `ids` (N, L), with gradients, renormalised over the
+    tokens that may be written as in `sample_captions`; 0 after `<eos>`."""
+    tokens = torch.cat([ids.new_full((ids.size(0), 1), bos_id), ids], 1)  # (N, L + 1)
+    log_probs = _ban(decoder(image, tokens), _banned(pad_id, bos_id, unk_id)).log_softmax(-1)  # (N, L, V)
+    return log_probs.gather(2, ids.unsqueeze(2)).squeeze(2).masked_fill(ids == pad_id, 0.0)

@@ -27,7 +27,13 @@ from tincap.evaluation.figures import caption_grid_figure
 from tincap.models.backbone import Backbone
 from tincap.models.caption_decoders import CaptionDecoder
 from tincap.models.caption_encoder import CaptionEncoder
-from tincap.models.caption_search import beam_search, greedy_decode, sample_captions
+from tincap.models.caption_search import (
+    beam_candidates,
+    beam_search,
+    caption_log_probs,
+    greedy_decode,
+    sample_captions,
+)
 from tincap.models.digest import state_digest
 from tincap.tasks.gathering import gather_by_index
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
@@ -138,7 +144,11 @@ class Captioner(L.LightningModule):
         and push up those that beat the baseline."""
         k = self.scst.samples
         image = self.encoder(x)
-        ids, logps = sample_captions(self.decoder, image, k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
+        if self.scst.candidates == "beam":  # the k likeliest captions, then their log-probs with gradients
+            ids = beam_candidates(self.decoder, image.detach(), k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
+            logps = caption_log_probs(self.decoder, image.repeat_interleave(k, 0), ids, unk_id=self.unk_id)
+        else:
+            ids, logps = sample_captions(self.decoder, image, k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
         images = index.repeat_interleave(k).tolist()
         rewards = torch.tensor(self._rewards.corpus_scores(self._words(ids), images), device=logps.device).view(-1, k)
         greedy_rewards = None

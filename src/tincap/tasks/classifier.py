@@ -21,6 +21,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from tincap.errors import InvalidInput
 from tincap.evaluation.classification import write_classification_files
 from tincap.models.backbone import Backbone
 from tincap.models.freezing import keep_frozen_norms_in_eval
@@ -55,6 +56,16 @@ def param_groups(net: Backbone, weight_decay_norm_bias: bool, backbone_lr_scale:
     ]
 
 
+TTA_MODES = ("none", "flip")
+
+
+def check_tta(mode: str, key: str) -> str:
+    """A test-time augmentation mode, refused with the key that set it when unknown."""
+    if mode not in TTA_MODES:
+        raise InvalidInput(f"{key}={mode}: expected one of {', '.join(TTA_MODES)}")
+    return mode
+
+
 class Classifier(L.LightningModule):
     """Owns cross-entropy, torchmetrics, optimiser/scheduler; the network stays a plain nn.Module (`self.net`)."""
 
@@ -67,6 +78,7 @@ class Classifier(L.LightningModule):
         channels_last: bool = True,
         weight_decay_norm_bias: bool = False,
         backbone_lr_scale: float = 1.0,
+        tta: str = "none",
         model_cfg: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -76,9 +88,12 @@ class Classifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.num_classes = net.head.out_features
+        self.tta = check_tta(tta, "task.tta")
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_metrics = eval_metrics(self.num_classes).clone(prefix="val/")
         self.test_metrics = eval_metrics(self.num_classes).clone(prefix="test/")
+        self.val_acc_no_tta = MulticlassAccuracy(self.num_classes, average="micro")
+        self.test_acc_no_tta = MulticlassAccuracy(self.num_classes, average="micro")
         self.val_confusion = MulticlassConfusionMatrix(self.num_classes)
         self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
         # image-weighted and gathered across processes, so DDP shares of unequal size average like one process
@@ -105,6 +120,19 @@ class Classifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def use_tta(self, mode: str | None, key: str = "tta") -> None:
+        """An entry script's test-time augmentation override; None keeps the checkpoint's task.tta."""
+        if mode is not None:
+            self.tta = check_tta(str(mode), key)
+
+    def predict_logits(self, x: Tensor, plain: Tensor | None = None) -> Tensor:
+        """Logits for evaluation and prediction: with `tta=flip`, the mean of the image's (`plain`, when already
+        computed) and its mirror's."""
+        logits = self(x).float() if plain is None else plain
+        if self.tta == "flip":
+            logits = (logits + self(x.flip(-1)).float()) / 2
+        return logits
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         logits = self(x)
@@ -117,7 +145,12 @@ class Classifier(L.LightningModule):
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, y = batch
-        logits = self(x).float()
+        plain = self(x).float()
+        logits = self.predict_logits(x, plain)
+        if self.tta != "none":  # what the augmentation bought, at no extra cost
+            plain_acc = self.val_acc_no_tta if stage == "val" else self.test_acc_no_tta
+            plain_acc(plain, y)
+            self.log(f"{stage}/acc_no_tta", plain_acc, on_step=False, on_epoch=True, batch_size=len(x))
         loss = F.cross_entropy(logits, y)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         confusion = self.val_confusion if stage == "val" else self.test_confusion
@@ -169,7 +202,7 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        probs = self(x).float().softmax(1)
+        probs = self.predict_logits(x).softmax(1)
         self._outputs["predict"].append((probs.cpu(), y.cpu()))  # y is -1 for unlabelled images
         return probs
 

@@ -16,7 +16,8 @@ class ScstSettings:
 
     epochs: int = 0  # 0: no SCST stage
     init_from: str | None = None  # a cross-entropy captioner checkpoint: the run is the SCST stage alone
-    samples: int = 5  # captions drawn per image and step
+    samples: int = 5  # captions per image and step
+    candidates: Literal["sample", "beam"] = "sample"  # drawn from the decoder, or its `samples` likeliest (beam search)
     baseline: Literal["greedy", "mean"] = "greedy"  # the greedy caption's reward, or the other samples' mean
     lr: float = 5.0e-5  # constant, for every parameter group
 
@@ -25,6 +26,8 @@ class ScstSettings:
             raise InvalidInput(f"task.scst.epochs={self.epochs}: expected an integer >= 0 (0 switches SCST off)")
         if self.baseline not in ("greedy", "mean"):
             raise InvalidInput(f"task.scst.baseline={self.baseline}: expected greedy or mean")
+        if self.candidates not in ("sample", "beam"):
+            raise InvalidInput(f"task.scst.candidates={self.candidates}: expected sample or beam")
         least = 2 if self.baseline == "mean" else 1
         if not isinstance(self.samples, int) or self.samples < least:
             raise InvalidInput(f"task.scst.samples={self.samples}: expected an integer >= {least}"
