@@ -223,16 +223,17 @@ def compose_experiment(*overrides: str) -> Any:
 
 def epoch_seconds(name: str, args: argparse.Namespace, *overrides: str) -> None:
     """One epoch of experiment=tin30_cnn through train.py's own `train`: training-step seconds, and the whole epoch's
-    wall time with its validation (extrapolated to a full epoch when --quick limits the steps)."""
+    wall time with its validation (training seconds extrapolated to a full epoch when --epoch-steps limits the steps)."""
     from tincap.train import train
 
     shared = Path(os.environ.get("TINCAP_SHARED_DATA", REPO.parent / "shared" / "data")) / "tinyimagenet30"
+    if args.quick:  # a whole train.py run: not for a smoke run
+        emit(name=name, skipped="--quick")
+        return
     if not shared.is_dir():
         emit(name=name, skipped=f"no TinyImageNet30 at {shared}")
         return
     limit = [f"trainer.limit_train_batches={args.epoch_steps}"] if args.epoch_steps else []
-    if args.quick:
-        limit.append("trainer.limit_val_batches=2")
     cfg = compose_experiment("experiment=tin30_cnn", f"data.root={shared}", "trainer.max_epochs=1",
                              "callbacks.model_checkpoint=null", "callbacks.rich_progress_bar=null",
                              "callbacks.lr_monitor=null", *limit, *overrides)
@@ -329,7 +330,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 16
-        args.timm_batch_size, args.epoch_steps = 2, 2
+        args.timm_batch_size = 2
     torch.set_num_threads(os.cpu_count() or 1)
     dm = datamodule(args)
     bench_loaders(dm, args)

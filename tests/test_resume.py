@@ -45,7 +45,8 @@ def tb_scalars(tb_dir: Path, tag: str) -> list[tuple[int, float]]:
 LEVERS = ("data.augment_on=device", "data.on_device=true", "callbacks=[default,ema]")
 
 
-@pytest.mark.parametrize("placement", [(), LEVERS], ids=["host", "on_device_ema"])
+# the host case is `slow`: its batches equal the device path's (tests/test_device_augment.py), whose resume runs here
+@pytest.mark.parametrize("placement", [pytest.param((), marks=pytest.mark.slow), LEVERS], ids=["host", "on_device_ema"])
 def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, placement: tuple[str, ...]) -> None:
     config = (*CONFIG, *placement)
     env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
