@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train test test-full bench clean-cache
+.PHONY: install train test test-slurm test-full bench clean-cache
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ train: install
 
 test: install
 	$(PY) -m pytest -q
+
+# against a real one-node SLURM cluster that the tests start (root, and Debian's slurm-wlm slurmdbd munge
+# mariadb-server); skipped, with the reason, without them
+test-slurm: install
+	$(PY) -m pytest -q -m slurm
 
 test-full: install
 	$(PY) -m pytest -q -m ""

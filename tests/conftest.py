@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -92,6 +93,19 @@ def imagefolder_small(imagenette_root: Path, tmp_path_factory: pytest.TempPathFa
     link_subset(imagenette_root / "train", root / "train", 6)
     link_subset(imagenette_root / "val", root / "val", 3)
     return root
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[slurm_cluster.Cluster]:
+    """A real one-node SLURM cluster for the session (tests/slurm_cluster.py); skipped, with the reason, where it cannot
+    run (no SLURM packages, not root). A cluster that can run but does not come up is an error, not a skip."""
+    reason = slurm_cluster.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("slurm")
+    cluster = slurm_cluster.start(folder)
+    yield cluster
+    slurm_cluster.stop(folder)
 
 
 ComposeFn = Callable[..., DictConfig]
