@@ -330,6 +330,24 @@ def test_scst_from_a_checkpoint_starts_from_its_weights(coco_run: dict, compose_
         assert metrics[key] == pytest.approx(trained[key], abs=1e-6), key
 
 
+def test_an_scst_checkpoint_is_evaluated_with_its_own_weights(coco_run: dict, compose_train) -> None:
+    """eval.py of a task.scst.init_from run's checkpoint decodes with the SCST weights, not init_from's reloaded."""
+    from tincap.checkpoint_eval import evaluate
+    from tincap.train import train
+
+    data = f"data.root={coco_run['data']}"
+    cfg = compose_train("experiment=shapes_caption", "data=captions", data, *TINY, "data.batch_size=16",
+                        "task.scst.epochs=1", f"task.scst.init_from={coco_run['ckpt']}", "task.scst.lr=0.05")
+    tested, objects = train(cfg)
+    before = torch.load(coco_run["ckpt"], map_location="cpu", weights_only=False)["state_dict"]
+    after = torch.load(objects["best_ckpt"], map_location="cpu", weights_only=False)["state_dict"]
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))  # SCST moved it
+    evaluated = evaluate(compose_train(f"ckpt_path={objects['best_ckpt']}", data, "trainer.precision=32",
+                                       config_name="eval"))
+    for key in CAPTION_KEYS:
+        assert evaluated[key] == pytest.approx(tested[key], abs=1e-6), key
+
+
 def test_scst_stage_follows_cross_entropy_in_the_same_run(tmp_path: Path) -> None:
     args = ("experiment=shapes_caption", "data.shapes_per_class=2", *TINY[:4], "task.decoder.attention_dim=32",
             "data.image_size=32", "trainer.precision=32", "trainer.max_epochs=1", "task.scst.epochs=2",

@@ -6,11 +6,17 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from tincap.data.caption_datamodule import pad_groups
 from tincap.data.vocab import Vocabulary
 from tincap.errors import InvalidInput
 from tincap.evaluation.caption_metrics import CiderD
 from tincap.models.caption_decoders import AttentionDecoder, RNNDecoder
-from tincap.models.caption_search import beam_candidates, caption_log_probs, greedy_decode, sample_captions
+from tincap.models.caption_search import (
+    beam_candidates,
+    caption_log_probs,
+    greedy_decode,
+    sample_captions,
+)
 from tincap.models.cnn import CNN
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
@@ -178,3 +184,37 @@ def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, 
     loss.backward()
     assert task.decoder.fc.bias.grad is not None and torch.isfinite(task.decoder.fc.bias.grad).all()
     assert task.decoder.training  # the greedy baseline's eval() is undone
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*")
+def test_cross_entropy_anchor_adds_the_weighted_loss_of_each_images_own_references() -> None:
+    torch.manual_seed(0)
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
+    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+               "attention_dim": 6, "dropout": 0.0, "alpha_c": 0.1}
+    task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
+                     scst={"epochs": 1, "samples": 2, "ce_weight": 0.5}, data_info={"max_len": 6}).eval()
+    task._rewards = CiderD([[["zebra"]], [["zebra", "crossing"]]])  # no caption can score: SCST's part is 0
+    task.self_critical = True
+    references = [[[1, 4, 5, 6, 2]], [[1, 4, 7, 8, 2], [1, 4, 8, 2]]]  # image 0: one caption, image 1: two
+    task._train_tokens = pad_groups(references, 2)
+    x = torch.randn(2, 3, 32, 32) * torch.tensor([1.0, 30.0]).view(2, 1, 1, 1)  # two images the decoder tells apart
+    image = task.encoder(x)
+
+    def by_hand(order: tuple[int, int]) -> float:
+        """Each (image, reference) pair alone: the token-weighted mean NLL over all three captions, plus the aux."""
+        nll, tokens, rows, caps = 0.0, 0, [], []
+        for row, dataset_index in enumerate(order):
+            for k, ids in enumerate(references[dataset_index]):
+                seq = torch.tensor([ids])
+                logits, _ = task.decoder.forward_with_aux(image[row : row + 1], seq)
+                nll += torch.nn.functional.cross_entropy(logits[0], seq[0, 1:], reduction="sum").item()
+                tokens += len(ids) - 1
+                rows.append(row)
+                caps.append(task._train_tokens[dataset_index, k])
+        _, aux = task.decoder.forward_with_aux(image[rows], torch.stack(caps))  # the attention penalty, per caption
+        return 0.5 * (nll / tokens + aux.item())
+
+    for order in ((1, 0), (0, 1)):
+        assert task.training_step((x, torch.tensor(order)), 0).item() == pytest.approx(by_hand(order), rel=1e-5)
+    assert by_hand((1, 0)) != pytest.approx(by_hand((0, 1)), rel=1e-3)  # which references an image gets matters

@@ -52,6 +52,12 @@ def pad_tokens(sequences: list[list[int]], length: int | None = None) -> Tensor:
     return out
 
 
+def pad_groups(groups: list[list[list[int]]], per_image: int) -> Tensor:
+    """Each image's captions as one (N, per_image, T) tensor; an image with fewer captions gets all-<pad> rows."""
+    length = max(len(ids) for caps in groups for ids in caps)
+    return torch.stack([pad_tokens(caps + [[]] * (per_image - len(caps)), length) for caps in groups])
+
+
 class CaptionPairs(Dataset):
     """Training items: one (image, caption) pair each, batched with `__getitems__` and padded to the longest."""
 
@@ -81,9 +87,7 @@ class CaptionGroups(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
-        length = max(len(ids) for i in indices for ids in self.captions[i])
-        tokens = torch.stack([pad_tokens(self.captions[i] + [[]] * (self.per_image - len(self.captions[i])), length)
-                              for i in indices])
+        tokens = pad_groups([self.captions[i] for i in indices], self.per_image)
         return self.transform(torch.from_numpy(self.inputs[idx])), tokens
 
 

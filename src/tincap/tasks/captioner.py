@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from tincap.data.caption_datamodule import CaptionData
+from tincap.data.caption_datamodule import CaptionData, pad_groups
 from tincap.data.vocab import Vocabulary
 from tincap.errors import InvalidInput
 from tincap.evaluation.caption_metrics import CiderD
@@ -76,6 +76,7 @@ class Captioner(L.LightningModule):
         self.scst = ScstSettings(**(scst or {}))
         self.self_critical = self.scst.init_from is not None  # True while training by SCST instead of cross-entropy
         self._rewards: CiderD | None = None
+        self._train_tokens: Tensor | None = None  # (N_train, K, T), for task.scst.ce_weight
         self._scorer: CaptionScorer | None = None
         self._hyps: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.results: dict[str, dict[str, Any]] = {}
@@ -92,9 +93,10 @@ class Captioner(L.LightningModule):
         return self.vocab.unk_id if self.hparams.get("suppress_unk", True) else None
 
     def setup(self, stage: str) -> None:
-        """Start from task.scst.init_from's weights; with a frozen encoder, feed the datamodule's cached feature maps."""
+        """Fitting: start from task.scst.init_from's weights (evaluating an SCST checkpoint keeps its own); with a frozen
+        encoder, feed the datamodule's cached feature maps."""
         dm: CaptionData = self.trainer.datamodule
-        if self.self_critical and self._rewards is None:
+        if stage == "fit" and self.self_critical and self._rewards is None:
             self.begin_self_critical(self.scst.init_from)
         if self.encoder.freeze:
             self.encoder.backbone.to(memory_format=torch.channels_last)  # the layout its inputs come in
@@ -121,20 +123,28 @@ class Captioner(L.LightningModule):
         self.self_critical = True
         dm.train_items = "images"
         self._rewards = CiderD(dm.references("train"))
+        if self.scst.ce_weight > 0:  # the anchor's teacher-forced references, looked up by dataset index
+            captions = dm.encoded_captions("train")
+            self._train_tokens = pad_groups(captions, max(map(len, captions)))  # (N_train, K, T)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         if self.self_critical:
             return self._self_critical_step(*batch)
         x, tokens = batch
-        image = self.encoder(x)  # (N, D) or (N, L, C)
+        loss, aux = self._cross_entropy(self.encoder(x), tokens)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
+        return loss + aux
+
+    def _cross_entropy(self, image: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher-forced cross-entropy of the reference tokens (N, T), or (N, K, T) with padding rows for images with
+        fewer than K captions, and the decoder's auxiliary loss."""
         if tokens.dim() == 3:  # (N, K, T): all K captions of each image share one encoder pass
             keep = tokens.flatten(0, 1)[:, 0] != self.vocab.pad_id
             image = image.repeat_interleave(tokens.shape[1], 0)[keep]
             tokens = tokens.flatten(0, 1)[keep]
         logits, aux = self.decoder.forward_with_aux(image, tokens)  # (N, T-1, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten(), ignore_index=self.vocab.pad_id)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
-        return loss + aux
+        return loss, aux
 
     def _words(self, ids: Tensor) -> list[list[str]]:
         return [self.vocab.decode(row.tolist()).split() for row in ids]
@@ -157,6 +167,10 @@ class Captioner(L.LightningModule):
             greedy_rewards = torch.tensor(self._rewards.corpus_scores(self._words(greedy), index.tolist()),
                                           device=logps.device)
         loss = self_critical_loss(logps, ids, advantages(rewards, greedy_rewards).flatten(), self.vocab.pad_id)
+        if self.scst.ce_weight > 0:
+            ce, aux = self._cross_entropy(image, self._train_tokens[index.cpu()].to(image.device))
+            self.log("train/ce", ce, on_step=False, on_epoch=True, batch_size=len(x))
+            loss = loss + self.scst.ce_weight * (ce + aux)
         self.log("train/reward", rewards.mean(), on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x))
         return loss

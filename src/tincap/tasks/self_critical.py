@@ -20,6 +20,7 @@ class ScstSettings:
     candidates: Literal["sample", "beam"] = "sample"  # drawn from the decoder, or its `samples` likeliest (beam search)
     baseline: Literal["greedy", "mean"] = "greedy"  # the greedy caption's reward, or the other samples' mean
     lr: float = 5.0e-5  # constant, for every parameter group
+    ce_weight: float = 0.0  # > 0: plus this times the references' cross-entropy (mixed objective, Paulus et al. 2018)
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -28,6 +29,8 @@ class ScstSettings:
             raise InvalidInput(f"task.scst.baseline={self.baseline}: expected greedy or mean")
         if self.candidates not in ("sample", "beam"):
             raise InvalidInput(f"task.scst.candidates={self.candidates}: expected sample or beam")
+        if not isinstance(self.ce_weight, (int, float)) or self.ce_weight < 0:
+            raise InvalidInput(f"task.scst.ce_weight={self.ce_weight}: expected a number >= 0 (0: SCST's loss alone)")
         least = 2 if self.baseline == "mean" else 1
         if not isinstance(self.samples, int) or self.samples < least:
             raise InvalidInput(f"task.scst.samples={self.samples}: expected an integer >= {least}"
