@@ -326,12 +326,17 @@ def main() -> None:
     parser.add_argument("--epoch-steps", type=int, default=0, help="fit/tin30_epoch: steps to time (0: a full epoch)")
     parser.add_argument("--device-rows-on-cpu", action="store_true",
                         help="also run the GPU rows' code on the CPU (named cpu_as_device/...): a check without a GPU")
+    parser.add_argument("--device-only", action="store_true",
+                        help="only the GPU rows (a GPU machine lent for minutes need not time the CPU rows)")
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 16
         args.timm_batch_size = 2
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.device_only:
+        bench_device(args, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        return
     dm = datamodule(args)
     bench_loaders(dm, args)
     bench_fit(dm, args)

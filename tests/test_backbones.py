@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tincap.data.imagefolder import ImageFolderData
 from tincap.evaluation.gradcam import cam_layer, grad_cams
 from tincap.models import build_network, construct_network
-from tincap.models.backbone import Backbone, InputSpec
+from tincap.models.backbone import BACKBONE_MEMBERS, InputSpec, check_backbone
 from tincap.tasks.classifier import Classifier, param_groups
 from tincap.tasks.schedules import scale_group_lrs
 
@@ -54,12 +54,23 @@ NETWORKS = {
 }
 
 
+def test_a_network_without_the_contract_is_refused_with_what_it_lacks() -> None:
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 2)  # a submodule: found although nn.Module keeps it in _modules
+
+    with pytest.raises(TypeError, match=r"model mine \(Bare\).*lacks \['feature_dim', 'spatial', 'input_spec', "
+                                        r"'cam_layer', 'forward_features'\]"):
+        check_backbone(Bare(), "mine")
+
+
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_every_network_keeps_the_backbone_contract(name: str) -> None:
     cfg, size = NETWORKS[name]
     torch.manual_seed(0)
     net = build_network(cfg, num_classes=7).eval()
-    assert isinstance(net, Backbone)
+    assert all(hasattr(net, a) for a in BACKBONE_MEMBERS)
     assert isinstance(net.input_spec, InputSpec) and len(net.input_spec.mean) == len(net.input_spec.std) == 3
     assert isinstance(net.head, nn.Linear) and net.head.out_features == 7
     x = torch.randn(2, 3, size, size)

@@ -4,7 +4,7 @@ Grad-CAM, the feature cache and freezing. They use this interface alone, with no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from torch import Tensor, nn
 
@@ -33,7 +33,6 @@ class InputSpec:
         return requested
 
 
-@runtime_checkable
 class Backbone(Protocol):
     """A classification network: `forward(x)` gives logits (N, classes) through `head`."""
 
@@ -58,11 +57,15 @@ class Backbone(Protocol):
     def forward(self, x: Tensor) -> Tensor: ...
 
 
+BACKBONE_MEMBERS = ("feature_dim", "spatial", "input_spec", "head", "cam_layer", "forward_features", "forward")
+
+
 def check_backbone(net: nn.Module, model_name: str) -> Backbone:
     """Refuse, at build time, a network that does not keep the contract (e.g. a user's own `_target_`)."""
-    if not isinstance(net, Backbone):  # a runtime_checkable Protocol: every member must be present
-        missing = [a for a in ("feature_dim", "spatial", "input_spec", "head", "cam_layer", "forward_features")
-                   if not hasattr(net, a)]
+    # hasattr, not isinstance on a runtime_checkable Protocol: from Python 3.12 that looks members up statically
+    # and misses what nn.Module keeps in _modules (a `head` submodule)
+    missing = [a for a in BACKBONE_MEMBERS if not hasattr(net, a)]
+    if missing:
         raise TypeError(f"model {model_name} ({type(net).__name__}) does not satisfy tincap.models.backbone.Backbone: "
                         f"it lacks {missing}")
     if not isinstance(net.head, nn.Linear):
