@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,export,demo,trackers]'
 	touch $(STAMP)
 
 train: install

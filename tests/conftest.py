@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import scripts
 import slurm_cluster
 import torch
 from hydra import compose, initialize_config_dir
@@ -93,6 +94,60 @@ def imagefolder_small(imagenette_root: Path, tmp_path_factory: pytest.TempPathFa
     link_subset(imagenette_root / "train", root / "train", 6)
     link_subset(imagenette_root / "val", root / "val", 3)
     return root
+
+
+@pytest.fixture(scope="session")
+def flickr8k_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Flickr8k layout with 240 train-list and 100 dev-list images (dev is the test split), all real."""
+    src = require_dataset("flickr8k")
+    root = tmp_path_factory.mktemp("flickr8k_small")
+    (root / "images").mkdir()
+    lists = {name: (src / name).read_text().split()[:n]
+             for name, n in (("Flickr_8k.trainImages.txt", 240), ("Flickr_8k.devImages.txt", 100))}
+    keep = {image for names in lists.values() for image in names}
+    for name, images in lists.items():
+        (root / name).write_text("\n".join(images) + "\n")
+    for image in sorted(keep):
+        (root / "images" / image).symlink_to(src / "images" / image)
+    lines = (src / "captions.txt").read_text().splitlines()
+    (root / "captions.txt").write_text("\n".join([lines[0], *(ln for ln in lines[1:] if ln.split(",", 1)[0] in keep)])
+                                       + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tin30_classifier(tin30_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Best checkpoint of a real `experiment=tin30_cnn` run: 2 epochs on 240 TinyImageNet30 images (train.py)."""
+    base = tmp_path_factory.mktemp("tin30_classifier")
+    proc = scripts.run("train.py", "experiment=tin30_cnn", f"data.root={tin30_small}", "trainer.max_epochs=2",
+                       "data.batch_size=32", f"paths.log_dir={base / 'logs'}", f"paths.cache_dir={base / 'cache'}")
+    return Path(scripts.closing(proc)["best checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def flickr8k_captioner(flickr8k_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Checkpoint of a real `experiment=flickr8k_imagenet` run (ImageNet-pretrained EfficientNet-Lite0, frozen, at
+    128 px; a 128-wide attention LSTM) trained 2 epochs on flickr8k_small: ~30 s on 2 idle cores.
+
+    Its captions vary with the image (45 distinct greedy, 42 beam-3 on the 100 dev images when measured), so tests
+    that compare captions compare something: 27 steps of 8 images an epoch at a constant lr 3e-3 without dropout, and
+    validation only after the last epoch, so the checkpoint is the last one. The experiment's own settings (a warmup
+    epoch, dropout 0.5, 7 steps of 32 images an epoch) left 4 epochs writing "a man" for almost every image, and the
+    best-CIDEr checkpoint of 24 validation images was the second epoch's. Captions of at most 14 words (data.max_len)
+    and no test stage keep it cheap."""
+    env = os.environ.get("TINCAP_WEIGHTS")
+    weights = (Path(env) if env else REPO.parent / "shared" / "weights") / "tf_efficientnet_lite0_imagenet.pth"
+    if not weights.is_file():
+        pytest.skip(f"shared ImageNet weights not found at {weights} (set TINCAP_WEIGHTS or place them at "
+                    "../shared/weights)")
+    base = tmp_path_factory.mktemp("flickr8k_captioner")
+    proc = scripts.run("train.py", "experiment=flickr8k_imagenet", f"data.root={flickr8k_small}", "data.image_size=128",
+                       "task.decoder.embed_dim=128", "task.decoder.hidden_dim=128", "task.decoder.attention_dim=128",
+                       "task.decoder.dropout=0", "data.min_freq=2", "data.max_len=16", "data.batch_size=8",
+                       "optimizer.lr=3e-3", "scheduler=none", "trainer.max_epochs=2",
+                       "trainer.check_val_every_n_epoch=2", "test=false", f"model.weights_path={weights}",
+                       f"paths.log_dir={base / 'logs'}", f"paths.cache_dir={base / 'cache'}")
+    return Path(scripts.closing(proc)["best checkpoint"])
 
 
 @pytest.fixture(scope="session")

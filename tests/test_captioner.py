@@ -48,7 +48,7 @@ def test_coco_folder_trains_one_batch(compose_train, coco_root: Path) -> None:
 def test_other_backbones_encode(compose_train, model: str) -> None:
     cfg = compose_train("data=shapes_caption", "task=captioner", "debug=fdr", "data.shapes_per_class=4", f"model={model}",
                         "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
-                        "task/decoder=lstm")
+                        "task/decoder=lstm", "data.image_size=32")
     metrics, objects = train(cfg)
     assert "test/bleu4" in metrics and objects["task"].encoder.feature_dim == objects["task"].net.feature_dim
 

@@ -101,6 +101,9 @@ def test_gathering_unequal_shares_across_processes(tmp_path: Path) -> None:
     assert got["rows"].tolist() == [0, 1, 2, 0, 1]
 
 
+# ~50 s; `make test-slurm` (CI) checks DDP training against one process's eval under srun, and the DDP captioner test
+# below checks gathered evaluation in the default suite
+@pytest.mark.slow
 def test_ddp_cpu_trains_and_evaluates_like_one_process(odd_folder: Path, odd_folder_unlabelled_test: Path,
                                                        tmp_path: Path) -> None:
     logs = tmp_path / "logs"
@@ -153,6 +156,8 @@ def test_ddp_spawn_inside_a_multirun_completes_every_job(odd_folder: Path, tmp_p
         assert 0 <= metrics["test/acc"] <= 1 and 0 <= metrics["val/acc"] <= 1  # the test step ran
 
 
+# ~25 s; `make test-slurm` (CI) runs sweeps through the same submitit launcher with sbatch
+@pytest.mark.slow
 def test_submitit_local_runs_a_sweep_as_separate_processes(odd_folder: Path, tmp_path: Path) -> None:
     run("train.py", "-m", "hydra/launcher=submitit_local", "model=mlp", "optimizer.lr=0.1,0.01",
         *data_args(odd_folder, tmp_path), "trainer.max_epochs=1", f"paths.log_dir={tmp_path}")

@@ -80,9 +80,9 @@ def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path: Path) -> None:
 
 
 def test_multirun_sweep_makes_a_run_dir_per_job(tmp_path: Path) -> None:
-    proc = run("train.py", "-m", "model=cnn,mlp", "optimizer.lr=0.1,0.01", "debug=fdr", "data.n_per_class=4",
+    proc = run("train.py", "-m", "model=cnn,mlp", "optimizer.lr=0.1", "debug=fdr", "data.n_per_class=4",
                f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}")
     jobs = sorted(p.parent for p in (tmp_path / "debug" / "multiruns").glob("*/*/metrics.json"))
-    assert [p.name for p in jobs] == ["0", "1", "2", "3"], proc.stdout[-2000:]
+    assert [p.name for p in jobs] == ["0", "1"], proc.stdout[-2000:]
     overrides = {(j / ".hydra" / "overrides.yaml").read_text() for j in jobs}
-    assert len(overrides) == 4
+    assert len(overrides) == 2

@@ -149,6 +149,8 @@ def test_plain_image_files_go_to_unlabelled(base: Path, checkpoints: dict) -> No
     assert "gradcam/grid" in image_tags(run_dir)
 
 
+# trains an mlp (~20 s); test_cam_layer_is_each_models_last_conv_block checks the refusal in-process
+@pytest.mark.slow
 def test_mlp_is_refused_with_a_clear_error(base: Path, checkpoints: dict) -> None:
     ckpt = train(base, "mlp", checkpoints)
     proc = subprocess.run([sys.executable, str(REPO / "explain.py"), f"ckpt_path={ckpt}", f"paths.log_dir={base / 'logs'}"],

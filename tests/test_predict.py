@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from scripts import closing, run
+from scripts import closing, finish, run, start, stop
 
 from tincap.checkpoints import load_classifier
 
@@ -41,10 +41,9 @@ def test_training_records_the_weights_origin_and_preprocessing(trained: dict) ->
 def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained: dict, tin30_small: Path,
                                                                         tmp_path: Path) -> None:
     # both with flip test-time augmentation, which the checkpoint was not trained with (tta= overrides it)
-    proc = run("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}", "tta=flip",
-               f"paths.log_dir={trained['logs']}", f"paths.cache_dir={trained['cache']}", "trainer.precision=32-true")
-    submission = {r["Id"]: int(r["Category"])
-                  for r in csv.DictReader((Path(closing(proc)["Run dir"]) / "submission.csv").open())}
+    evaluating = start("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}", "tta=flip",
+                       f"paths.log_dir={trained['logs']}", f"paths.cache_dir={trained['cache']}",
+                       "trainer.precision=32-true")
     photos = tmp_path / "photos"
     photos.mkdir()
     for f in (tin30_small / "test_set" / "test_set").iterdir():
@@ -52,14 +51,24 @@ def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained
     (photos / "broken.jpg").write_bytes(b"this is not a JPEG")
     ckpt = tmp_path / "model.ckpt"  # a copy: nothing of the training run or its dataset is needed
     shutil.copy(trained["best checkpoint"], ckpt)
-    def predict(*extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-        proc = run("predict.py", f"ckpt_path={ckpt}", f"images={photos}", "top_k=3", "trainer.precision=32-true",
-                   f"paths.log_dir={tmp_path / 'logs'}", *extra, cwd=tmp_path,
-                   env_extra={"TINCAP_DATA": str(tmp_path / "none")})
-        return proc, list(csv.DictReader((Path(closing(proc)["Run dir"]) / "predictions.csv").open()))
 
-    proc, rows = predict("tta=flip")
-    _, plain = predict()  # the checkpoint's own task.tta: none
+    def predict(name: str, *extra: str) -> subprocess.Popen:
+        return start("predict.py", f"ckpt_path={ckpt}", f"images={photos}", "top_k=3", "trainer.precision=32-true",
+                     f"paths.log_dir={tmp_path / name}", *extra, cwd=tmp_path,
+                     env_extra={"TINCAP_DATA": str(tmp_path / "none")})
+
+    def rows_of(proc: subprocess.CompletedProcess) -> list[dict]:
+        return list(csv.DictReader((Path(closing(proc)["Run dir"]) / "predictions.csv").open()))
+
+    flipped, own = predict("flipped", "tta=flip"), predict("own")  # own: the checkpoint's own task.tta, none
+    try:
+        submission = {r["Id"]: int(r["Category"])
+                      for r in csv.DictReader((Path(closing(finish(evaluating))["Run dir"]) / "submission.csv").open())}
+        proc = finish(flipped)
+        rows, plain = rows_of(proc), rows_of(finish(own))
+    finally:
+        for started in (evaluating, flipped, own):
+            stop(started)
     assert [r["probability"] for r in plain] != [r["probability"] for r in rows]
     classes = [line.split("\t")[1].strip() for line in (tin30_small / "class.txt").read_text().splitlines()]
     top1 = {r["file"]: classes.index(r["class"]) for r in rows if r["rank"] == "1"}

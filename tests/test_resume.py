@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from scripts import REPO, closing, run
+from scripts import REPO, closing, finish, run, start, stop
 
 TESTS = Path(__file__).resolve().parent
 # tiny but real: 30 classes x 6 generated images (120 train, 30 val, 30 test), crop+flip augmentation, dropout
@@ -51,14 +51,18 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, placement: tuple
     config = (*CONFIG, *placement)
     env = {"PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     cache = f"paths.cache_dir={tmp_path / 'cache'}"
-    whole = closing(run("train.py", *config, f"paths.log_dir={tmp_path / 'whole'}", cache))["Run dir"]
+    # the uninterrupted run and the one killed mid-run side by side (separate caches: neither waits on the other's)
+    running = start("train.py", *config, f"paths.log_dir={tmp_path / 'whole'}", f"paths.cache_dir={tmp_path / 'c2'}")
+    try:
+        killed = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), *config, f"paths.log_dir={tmp_path / 'killed'}", cache,
+             f"+callbacks.kill._target_={__name__}.KillMidEpoch", "+callbacks.kill.epoch=1"],
+            cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=600, check=False,
+        )
+        whole = closing(finish(running))["Run dir"]
+    finally:
+        stop(running)
     expected = json.loads((Path(whole) / "metrics.json").read_text())
-
-    killed = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *config, f"paths.log_dir={tmp_path / 'killed'}", cache,
-         f"+callbacks.kill._target_={__name__}.KillMidEpoch", "+callbacks.kill.epoch=1"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, **env}, timeout=600, check=False,
-    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
     (run_dir,) = (tmp_path / "killed" / "train" / "runs").iterdir()
     assert not (run_dir / "metrics.json").exists()

@@ -37,6 +37,7 @@ class Outcome:
     best_ckpt: str | None = None
     tb_dir: Path | None = None
     value: Any = None  # the swept metric of train.py, what the other scripts computed
+    url: str | None = None  # the page demo.py serves
 
 
 def user_message(exc: BaseException) -> str | None:
@@ -107,7 +108,7 @@ def task_wrapper(body: Callable[[DictConfig], Outcome]) -> Callable[[DictConfig]
             (run_dir / FAILED_MARKER).unlink(missing_ok=True)  # a resumed run that now finished
             for line in outcome.lines:
                 print(line)
-            print(closing_line(run_dir, outcome.best_ckpt, outcome.tb_dir), flush=True)
+            print(closing_line(run_dir, outcome.best_ckpt, outcome.tb_dir, outcome.url), flush=True)
         return outcome.value
 
     return wrapped

@@ -47,9 +47,10 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def closing_line(run_dir: Path, best_ckpt: str | None, tb_dir: Path | None) -> str:
-    """The last line a run prints: where everything it produced is."""
-    parts = [f"Run dir: {run_dir}"]
+def closing_line(run_dir: Path, best_ckpt: str | None, tb_dir: Path | None, url: str | None = None) -> str:
+    """The last line a run prints: where everything it produced is (a served page first)."""
+    parts = [f"Demo: {url}"] if url else []
+    parts.append(f"Run dir: {run_dir}")
     if best_ckpt:
         parts.append(f"best checkpoint: {best_ckpt}")
     if tb_dir is not None:

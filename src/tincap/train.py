@@ -1,4 +1,5 @@
-"""Turn a composed Hydra config into a training run: datamodule, model, callbacks, loggers, trainer, in that order."""
+"""Turn a composed Hydra config into a training run: loggers (a missing tracker package fails first), datamodule,
+model, callbacks, trainer, in that order."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tincap.errors import MissingInput
 from tincap.models import construct_network, initialise_network
 from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner
+from tincap.trackers import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,14 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def flat_config(cfg: DictConfig) -> dict[str, Any]:
-    """Scalar leaves of the config as 'a/b/c' keys, for TensorBoard's hyper-parameter table."""
+def flat_config(cfg: DictConfig, sep: str = "/") -> dict[str, Any]:
+    """Scalar leaves of the config as 'a/b/c' keys, for TensorBoard's hyper-parameter table ('a.b.c' for trackers)."""
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
-                walk(v, f"{prefix}/{k}" if prefix else str(k))
+                walk(v, f"{prefix}{sep}{k}" if prefix else str(k))
         elif isinstance(node, (int, float, str, bool)) or node is None:
             flat[prefix] = "null" if node is None else node
         elif isinstance(node, list) and all(isinstance(v, (int, float, str, bool)) for v in node):
@@ -121,11 +123,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
 
+    loggers = instantiate_all(cfg.get("logger"))
     datamodule = hydra.utils.instantiate(cfg.data)
     task, init = build_task(cfg, datamodule)
     callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed), StopOnNonFiniteLoss()]
-    loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks, loggers)
+    trackers = [lg for lg in trainer.loggers if isinstance(lg, RunTracker)]  # none under fast_dev_run
+    for tracker in trackers:
+        tracker.log_config(flat_config(cfg, sep="."))  # dotted as on the command line: optimizer.lr
 
     scst_only = isinstance(task, Captioner) and task.self_critical  # task.scst.init_from: SCST from the start
     if scst_only:
@@ -171,6 +176,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if trainer.is_global_zero:
         write_metrics(run_dir / "metrics.json", metrics)
+        saved = [run_dir / f"{name}.png" for name in figures]  # as write_outputs saved them
+        files = [p for p in (run_dir / "metrics.json", run_dir / "config.yaml") if p.is_file()]  # config: the wrapper's
+        for tracker in trackers:
+            tracker.finish([p for p in saved if p.is_file()], best, files)
         if tb is not None:
             for name, fig in figures.items():
                 tb.experiment.add_figure(f"val/{name}", fig, global_step=trainer.global_step)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
 from tincap.atomic import atomic_path
@@ -44,15 +45,19 @@ class Explanation:
         return self.probs.argmax(1)
 
 
-def grad_cams(model: nn.Module, layer: nn.Module, inputs: Tensor, batch_size: int = 64) -> Explanation:
-    """Grad-CAM of each image's predicted class at `layer`, from the same forward pass that makes the prediction."""
+def grad_cams(model: nn.Module, layer: nn.Module, inputs: Tensor, batch_size: int = 64,
+              classes: Sequence[int] | None = None) -> Explanation:
+    """Grad-CAM of each image's predicted class (or of `classes`, one per image) at `layer`, from the same forward pass
+    that makes the prediction."""
     model.eval().requires_grad_(True)  # gradients must reach `layer` even for a frozen backbone
     cam = GradCAM(model=model, target_layers=[layer])
     cams, probs = [], []
     try:  # not `with GradCAM(...)`: its __exit__ swallows IndexError
         with torch.enable_grad():
             for start in range(0, len(inputs), batch_size):
-                cams.append(cam(inputs[start : start + batch_size], targets=None))  # None: the argmax class
+                batch = slice(start, start + batch_size)
+                targets = None if classes is None else [ClassifierOutputTarget(int(c)) for c in classes[batch]]
+                cams.append(cam(inputs[batch], targets=targets))  # targets None: each image's argmax class
                 probs.append(cam.outputs.detach().float().softmax(1).cpu().numpy())
     finally:
         cam.activations_and_grads.release()

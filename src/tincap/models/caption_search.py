@@ -3,14 +3,28 @@
 Outputs are LongTensors (N, L <= max_len) of generated ids: no `<bos>`, `<eos>` included when produced, `<pad>`
 after it. `<pad>` and `<bos>` are never generated, nor `<eos>` before `min_len` words (greedy and beam search write
 at least one word: an undertrained model's likeliest caption is often the empty one). `image` is what the decoder reads (its ``reads``), batch first.
+
+Greedy decoding and beam search need only `DecoderSteps`: one step and a way to reorder the state. A PyTorch decoder
+is one; so is an exported decoder step run by ONNX Runtime (`tincap.export.onnx_captioner`), which passes the `state`
+its encoder graph computed instead of `init_state`, so both backends write their captions with this same code.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from tincap.models.caption_decoders import CaptionDecoder, State
+
+
+class DecoderSteps(Protocol):
+    """What greedy decoding and beam search call: a decoder advanced one token at a time, from a given state."""
+
+    def step(self, prev_tokens: Tensor, state: State, image: Tensor) -> tuple[Tensor, State]: ...
+
+    def reorder_state(self, state: State, index: Tensor) -> State: ...
 
 
 def _ban(log_probs: Tensor, ids: tuple[int, ...]) -> Tensor:
@@ -24,7 +38,7 @@ def _banned(pad_id: int, bos_id: int, unk_id: int | None) -> tuple[int, ...]:
 
 @torch.no_grad()
 def greedy_decode(
-    decoder: CaptionDecoder,
+    decoder: CaptionDecoder | DecoderSteps,
     image: Tensor,
     max_len: int,
     bos_id: int = 1,
@@ -32,11 +46,13 @@ def greedy_decode(
     pad_id: int = 0,
     unk_id: int | None = None,
     min_len: int = 1,
+    state: State | None = None,
 ) -> Tensor:
-    """The most likely next token at each step, until every caption has produced `<eos>` or max_len tokens."""
+    """The most likely next token at each step, until every caption has produced `<eos>` or max_len tokens; from
+    `state` when given, else the decoder's `init_state(image)`."""
     banned = _banned(pad_id, bos_id, unk_id)
     n = image.size(0)
-    state = decoder.init_state(image)
+    state = decoder.init_state(image) if state is None else state
     prev = torch.full((n,), bos_id, dtype=torch.long, device=image.device)
     finished = torch.zeros(n, dtype=torch.bool, device=image.device)
     out = [prev.new_empty((n, 0))]
@@ -56,14 +72,15 @@ def _normalise(score: Tensor, length: int, length_penalty: float) -> Tensor:
 
 
 def _start_beams(
-    decoder: CaptionDecoder, image: Tensor, k: int, bos_id: int
+    decoder: CaptionDecoder | DecoderSteps, image: Tensor, k: int, bos_id: int, state: State | None = None
 ) -> tuple[Tensor, State, Tensor, Tensor, Tensor]:
-    """k beams per image at `<bos>`: image rows (N,), the decoder state and image repeated to N * k rows, the first
-    tokens (N * k,), and the scores (N, k). All beams start identical, so only the first may expand (score 0, the
-    others -inf), or the beam would fill with copies."""
+    """k beams per image at `<bos>`: image rows (N,), the decoder state (`state`, else `init_state(image)`) and image
+    repeated to N * k rows, the first tokens (N * k,), and the scores (N, k). All beams start identical, so only the
+    first may expand (score 0, the others -inf), or the beam would fill with copies."""
     n = image.size(0)
     rows = torch.arange(n, device=image.device)
-    state = decoder.reorder_state(decoder.init_state(image), rows.repeat_interleave(k))
+    state = decoder.init_state(image) if state is None else state
+    state = decoder.reorder_state(state, rows.repeat_interleave(k))
     beams_image = image.index_select(0, rows.repeat_interleave(k))
     prev = torch.full((n * k,), bos_id, dtype=torch.long, device=image.device)
     scores = torch.full((n, k), float("-inf"), device=image.device)
@@ -73,7 +90,7 @@ def _start_beams(
 
 @torch.no_grad()
 def beam_search(
-    decoder: CaptionDecoder,
+    decoder: CaptionDecoder | DecoderSteps,
     image: Tensor,
     beam_size: int,
     max_len: int,
@@ -83,8 +100,10 @@ def beam_search(
     pad_id: int = 0,
     unk_id: int | None = None,
     min_len: int = 1,
+    state: State | None = None,
 ) -> Tensor:
-    """Best caption per image; the N x beam_size hypotheses advance as one batch of N * beam_size rows.
+    """Best caption per image; the N x beam_size hypotheses advance as one batch of N * beam_size rows, from `state`
+    when given, else the decoder's `init_state(image)`.
 
     Each step ranks 2 * beam_size extensions per image: those among the top beam_size that end in `<eos>` (or reach
     max_len) compete for the image's best finished caption, the best beam_size that do not end live on. An image stops
@@ -94,7 +113,7 @@ def beam_search(
     banned = _banned(pad_id, bos_id, unk_id)
     n, k = image.size(0), beam_size
     device = image.device
-    rows, state, beams_image, prev, scores = _start_beams(decoder, image, k, bos_id)
+    rows, state, beams_image, prev, scores = _start_beams(decoder, image, k, bos_id, state)
     seqs = torch.empty((n, k, 0), dtype=torch.long, device=device)
     best_score = torch.full((n,), float("-inf"), device=device)
     best_seq = torch.full((n, max_len), pad_id, dtype=torch.long, device=device)
