@@ -13,7 +13,7 @@ from tincap.tasks.captioner import Captioner
 
 def attends(task: Captioner) -> bool:
     """Whether the decoder weighs image regions per word (Show, Attend and Tell), so there are maps to show."""
-    return hasattr(task.decoder, "forward_with_attention")
+    return task.decoder.attends
 
 
 @torch.inference_mode()

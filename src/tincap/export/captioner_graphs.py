@@ -60,7 +60,7 @@ def captioner_graphs(task: Captioner) -> list[Graph]:
         features, *state = encoder(example)
         tuple_state = not isinstance(task.decoder.init_state(features), Tensor)
     names = [f"state_{i}" for i in range(len(state))]
-    attention = hasattr(task.decoder, "last_alpha")  # attention decoders keep their latest step's weights there
+    attention = task.decoder.attends
     step = DecoderStepGraph(task.decoder, tuple_state, attention).eval()
     tokens = torch.full((2,), task.vocab.bos_id, dtype=torch.long)
     return [
@@ -89,5 +89,5 @@ def captioner_sidecar(task: Captioner) -> dict[str, Any]:
                  "state_i": "the decoder state, batch on axis 1: the encoder's state_i, then the step's next_state_i",
                  "log_probs": f"({BATCH}, {len(vocab)}) float32: log-softmax over the vocabulary",
                  **({"attention": f"({BATCH}, L) float32: attention weights over the L map positions"}
-                    if hasattr(task.decoder, "last_alpha") else {})},
+                    if task.decoder.attends else {})},
     }

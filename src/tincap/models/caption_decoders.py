@@ -40,6 +40,8 @@ class CaptionDecoder(Protocol):
     """What the captioner, greedy decoding, beam search and SCST sampling need of a decoder."""
 
     reads: ClassVar[ImageInput]
+    # True: `step` leaves its attention weights (N, L) in `last_alpha`, and `forward_with_attention` gives them per word
+    attends: ClassVar[bool]
     embed: nn.Embedding
 
     def forward_with_aux(self, image: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]: ...
@@ -66,6 +68,7 @@ class RNNDecoder(nn.Module):
     """
 
     reads: ClassVar[ImageInput] = "global"
+    attends: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -153,6 +156,7 @@ class AttentionDecoder(nn.Module):
     """
 
     reads: ClassVar[ImageInput] = "spatial"
+    attends: ClassVar[bool] = True
 
     def __init__(
         self,
