@@ -11,11 +11,6 @@ from tincap.evaluation.gradcam import overlay
 from tincap.tasks.captioner import Captioner
 
 
-def attends(task: Captioner) -> bool:
-    """Whether the decoder weighs image regions per word (Show, Attend and Tell), so there are maps to show."""
-    return task.decoder.attends
-
-
 @torch.inference_mode()
 def word_attention(task: Captioner, pixels: np.ndarray, caption: str) -> list[tuple[str, np.ndarray]]:
     """Each word of `caption` with the attention weights (h, w) over the feature map that produced it.

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from tincap.caption import caption_files
 from tincap.data.cache import decode_files
-from tincap.demo.attention import attends, attention_overlay, word_attention
+from tincap.demo.attention import attention_overlay, word_attention
 from tincap.demo.layout import connect, page
 from tincap.demo.photo_input import photo_input, unreadable, uploaded
 from tincap.errors import InvalidInput
@@ -28,7 +28,6 @@ class CaptionerDemo:
 
     task: Captioner
     beam: int
-    attends: bool
 
     def __call__(self, value: dict[str, Any] | None) -> tuple[str, list[tuple[np.ndarray, str]]]:
         upload = uploaded(value)
@@ -38,7 +37,7 @@ class CaptionerDemo:
             [(_, caption)] = caption_files(self.task, [upload.path], self.beam, batch_size=1)
         except InvalidInput:
             raise unreadable(upload) from None
-        if not self.attends:
+        if not self.task.decoder.attends:
             return caption, []
         pixels = decode_files([upload.path], self.task.hparams.data_info["image_size"]).images[0]
         return caption, [(attention_overlay(pixels, weights, STRIP_SIZE), f"{word} {weights.max():.0%}")
@@ -50,9 +49,9 @@ def build(task: Captioner, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
     beam = int(cfg.beam if cfg.beam is not None else task.hparams.beam_size)
     if beam < 1:
         raise InvalidInput(f"beam={cfg.beam}: expected a beam width of 1 (greedy) or more")
-    demo = CaptionerDemo(task, beam, attends(task))
+    demo = CaptionerDemo(task, beam)
     decoder = task.hparams.decoder["_target_"].rsplit(".", 1)[-1]
-    shown = "and where the decoder looked for each word" if demo.attends else "(this decoder has no attention to show)"
+    shown = "and where the decoder looked for each word" if task.decoder.attends else "(this decoder has no attention to show)"
     about = (f"A captioner ({decoder}, {len(task.vocab)} words, {task.hparams.data_info['image_size']} px). Drop an "
              f"image to see its caption (beam {beam}) {shown}.")
     with page("tincap captioner", about) as blocks:
@@ -62,7 +61,7 @@ def build(task: Captioner, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
             with gr.Column():
                 caption = gr.Textbox(label=f"Caption (beam {beam})", interactive=False, elem_id="caption")
                 strip = gr.Gallery(label=STRIP_LABEL, columns=4, fit_columns=False,
-                                   height=300, object_fit="contain", elem_id="attention", visible=demo.attends,
+                                   height=300, object_fit="contain", elem_id="attention", visible=task.decoder.attends,
                                    format="png", buttons=["download", "fullscreen"])
         connect(photo, [caption, strip], demo, examples, api_name="caption")
     return blocks
