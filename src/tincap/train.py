@@ -129,8 +129,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed), StopOnNonFiniteLoss()]
     trainer = build_trainer(cfg, callbacks, loggers)
     trackers = [lg for lg in trainer.loggers if isinstance(lg, RunTracker)]  # none under fast_dev_run
+    params = flat_config(cfg, sep=".") if trackers else {}  # dotted as on the command line: optimizer.lr
     for tracker in trackers:
-        tracker.log_config(flat_config(cfg, sep="."))  # dotted as on the command line: optimizer.lr
+        tracker.log_config(params)
 
     scst_only = isinstance(task, Captioner) and task.self_critical  # task.scst.init_from: SCST from the start
     if scst_only:
