@@ -78,6 +78,8 @@ def test_scst_settings_are_checked() -> None:
         ScstSettings(baseline="best")
     with pytest.raises(InvalidInput, match=r"task\.scst\.candidates=top: expected sample or beam"):
         ScstSettings(candidates="top")
+    with pytest.raises(InvalidInput, match=r"task\.scst\.temperature=0: expected a number > 0"):
+        ScstSettings(temperature=0)
     with pytest.raises(InvalidInput, match=r"task\.scst\.init_from=x\.ckpt but task\.scst\.epochs=0"):
         ScstSettings(init_from="x.ckpt")
 
@@ -115,6 +117,28 @@ def test_sampled_tokens_carry_their_teacher_forced_log_probs(reads: str) -> None
         dec.fc.bias[EOS] = -1e4  # never ends: every sample runs to max_len
     ids, logps = sample_captions(dec, image, k, max_len)
     assert ids.shape == (3 * k, max_len) and not (ids == PAD).any() and not (ids == EOS).any()
+
+
+@pytest.mark.parametrize("reads", ["global", "spatial"])
+def test_a_temperature_sharpens_the_draws_but_not_the_log_probs(reads: str) -> None:
+    dec = make_decoder(reads).eval()
+    image, max_len = image_for(dec, 2), 6
+    with torch.no_grad():
+        first = dec.step(torch.full((2,), BOS), dec.init_state(image), image)[0]
+        first = first.index_fill(-1, torch.tensor([PAD, BOS]), float("-inf")).log_softmax(-1)  # (2, V)
+    n = 4000
+    for temperature in (1.0, 0.5):
+        torch.manual_seed(3)
+        ids, logps = sample_captions(dec, image, n, 1, temperature=temperature)
+        # the first word's frequencies follow softmax(log p / temperature), image by image
+        seen = torch.stack([torch.bincount(ids.view(2, n, 1)[i, :, 0], minlength=V) / n for i in range(2)])
+        torch.testing.assert_close(seen, (first / temperature).softmax(-1), atol=0.03, rtol=0)
+        # while the log-probs that carry the gradient are the decoder's own
+        torch.testing.assert_close(logps.detach()[:, 0], first.repeat_interleave(n, 0).gather(1, ids[:, :1])[:, 0])
+    # a temperature near 0 writes the greedy caption (greedy_decode's min_len=0 allows the same early <eos>)
+    ids, _ = sample_captions(dec, image, 3, max_len, temperature=1e-4)
+    greedy = greedy_decode(dec, image, max_len, min_len=0).repeat_interleave(3, 0)
+    assert torch.equal(ids[:, : greedy.size(1)], greedy) and not ids[:, greedy.size(1):].any()
 
 
 @pytest.mark.parametrize("reads", ["global", "spatial"])
@@ -218,3 +242,23 @@ def test_cross_entropy_anchor_adds_the_weighted_loss_of_each_images_own_referenc
     for order in ((1, 0), (0, 1)):
         assert task.training_step((x, torch.tensor(order)), 0).item() == pytest.approx(by_hand(order), rel=1e-5)
     assert by_hand((1, 0)) != pytest.approx(by_hand((0, 1)), rel=1e-3)  # which references an image gets matters
+
+
+@pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
+def test_the_step_samples_at_task_scst_temperature() -> None:
+    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
+    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+               "attention_dim": 6}
+    losses = {}
+    for temperature in (1.0, 1e-4):
+        torch.manual_seed(0)
+        task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
+                         scst={"epochs": 1, "samples": 4, "baseline": "mean", "temperature": temperature},
+                         data_info={"max_len": 6}).train()
+        task.decoder.dropout.p = 0.0  # the draws alone decide whether an image's samples differ
+        task._rewards = CiderD([[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]])
+        task.self_critical = True
+        losses[temperature] = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0).item()
+    # at temperature 1 an untrained decoder's 4 samples differ, and so do their rewards; near 0 all 4 are the greedy
+    # caption, every advantage is 0 and so is the loss
+    assert losses[1.0] != 0.0 and losses[1e-4] == 0.0

@@ -158,7 +158,8 @@ class Captioner(L.LightningModule):
             ids = beam_candidates(self.decoder, image.detach(), k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
             logps = caption_log_probs(self.decoder, image.repeat_interleave(k, 0), ids, unk_id=self.unk_id)
         else:
-            ids, logps = sample_captions(self.decoder, image, k, self.max_len, unk_id=self.unk_id)  # (N * k, L)
+            ids, logps = sample_captions(self.decoder, image, k, self.max_len, unk_id=self.unk_id,
+                                         temperature=self.scst.temperature)  # (N * k, L)
         images = index.repeat_interleave(k).tolist()
         rewards = torch.tensor(self._rewards.corpus_scores(self._words(ids), images), device=logps.device).view(-1, k)
         greedy_rewards = None

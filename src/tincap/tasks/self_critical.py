@@ -18,6 +18,7 @@ class ScstSettings:
     init_from: str | None = None  # a cross-entropy captioner checkpoint: the run is the SCST stage alone
     samples: int = 5  # captions per image and step
     candidates: Literal["sample", "beam"] = "sample"  # drawn from the decoder, or its `samples` likeliest (beam search)
+    temperature: float = 1.0  # candidates=sample: draw from softmax(log p / temperature)
     baseline: Literal["greedy", "mean"] = "greedy"  # the greedy caption's reward, or the other samples' mean
     lr: float = 5.0e-5  # constant, for every parameter group
     ce_weight: float = 0.0  # > 0: plus this times the references' cross-entropy (mixed objective, Paulus et al. 2018)
@@ -29,6 +30,9 @@ class ScstSettings:
             raise InvalidInput(f"task.scst.baseline={self.baseline}: expected greedy or mean")
         if self.candidates not in ("sample", "beam"):
             raise InvalidInput(f"task.scst.candidates={self.candidates}: expected sample or beam")
+        if not isinstance(self.temperature, (int, float)) or self.temperature <= 0:
+            raise InvalidInput(f"task.scst.temperature={self.temperature}: expected a number > 0 (1: the decoder's own "
+                               "distribution; lower: nearer greedy decoding)")
         if not isinstance(self.ce_weight, (int, float)) or self.ce_weight < 0:
             raise InvalidInput(f"task.scst.ce_weight={self.ce_weight}: expected a number >= 0 (0: SCST's loss alone)")
         least = 2 if self.baseline == "mean" else 1
