@@ -187,19 +187,29 @@ def test_scst_survives_captions_that_are_all_empty() -> None:
         assert dec.fc.bias.grad is not None
 
 
+SHAPE_WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"]
+
+
+def scst_captioner(scst: dict, rewards: list[list[list[str]]], **decoder: float) -> Captioner:
+    """A tiny attention captioner already in its SCST stage, rewarded against `rewards` (one reference list per
+    dataset index)."""
+    spec = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+            "attention_dim": 6, **decoder}
+    task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=spec, vocab=Vocabulary(SHAPE_WORDS),
+                     scst={"epochs": 1, **scst}, data_info={"max_len": 6})
+    task._rewards = CiderD(rewards)
+    task.self_critical = True
+    return task
+
+
 @pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
 @pytest.mark.parametrize(("baseline", "candidates"), [("greedy", "sample"), ("mean", "sample"), ("mean", "beam")])
 def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, candidates: str) -> None:
     torch.manual_seed(0)
-    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
-    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
-               "attention_dim": 6}
-    task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
-                     scst={"epochs": 1, "samples": 3, "baseline": baseline, "candidates": candidates}, data_info={"max_len": 6}).train()
+    task = scst_captioner({"samples": 3, "baseline": baseline, "candidates": candidates},
+                          [[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]]).train()
     with torch.no_grad():
-        task.decoder.fc.bias[vocab.eos_id] = 50.0
-    task._rewards = CiderD([[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]])
-    task.self_critical = True
+        task.decoder.fc.bias[task.vocab.eos_id] = 50.0
     loss = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0)
     assert torch.isfinite(loss)
     if candidates == "sample":
@@ -213,13 +223,9 @@ def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")
 def test_cross_entropy_anchor_adds_the_weighted_loss_of_each_images_own_references() -> None:
     torch.manual_seed(0)
-    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
-    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
-               "attention_dim": 6, "dropout": 0.0, "alpha_c": 0.1}
-    task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
-                     scst={"epochs": 1, "samples": 2, "ce_weight": 0.5}, data_info={"max_len": 6}).eval()
-    task._rewards = CiderD([[["zebra"]], [["zebra", "crossing"]]])  # no caption can score: SCST's part is 0
-    task.self_critical = True
+    # no caption can score against these rewards' references: SCST's part of the loss is 0
+    task = scst_captioner({"samples": 2, "ce_weight": 0.5}, [[["zebra"]], [["zebra", "crossing"]]],
+                          dropout=0.0, alpha_c=0.1).eval()
     references = [[[1, 4, 5, 6, 2]], [[1, 4, 7, 8, 2], [1, 4, 8, 2]]]  # image 0: one caption, image 1: two
     task._train_tokens = pad_groups(references, 2)
     x = torch.randn(2, 3, 32, 32) * torch.tensor([1.0, 30.0]).view(2, 1, 1, 1)  # two images the decoder tells apart
@@ -246,18 +252,13 @@ def test_cross_entropy_anchor_adds_the_weighted_loss_of_each_images_own_referenc
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
 def test_the_step_samples_at_task_scst_temperature() -> None:
-    vocab = Vocabulary(["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"])
-    decoder = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
-               "attention_dim": 6}
     losses = {}
     for temperature in (1.0, 1e-4):
         torch.manual_seed(0)
-        task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=decoder, vocab=vocab,
-                         scst={"epochs": 1, "samples": 4, "baseline": "mean", "temperature": temperature},
-                         data_info={"max_len": 6}).train()
-        task.decoder.dropout.p = 0.0  # the draws alone decide whether an image's samples differ
-        task._rewards = CiderD([[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]])
-        task.self_critical = True
+        # no dropout: the draws alone decide whether an image's samples differ
+        task = scst_captioner({"samples": 4, "baseline": "mean", "temperature": temperature},
+                              [[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]],
+                              dropout=0.0).train()
         losses[temperature] = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0).item()
     # at temperature 1 an untrained decoder's 4 samples differ, and so do their rewards; near 0 all 4 are the greedy
     # caption, every advantage is 0 and so is the loss
