@@ -131,6 +131,27 @@ def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
     assert written == greedy
 
 
+def test_eval_chooses_beam_and_length_penalty_on_validation(flickr8k_captioner: Path, flickr8k_small: Path,
+                                                            tmp_path: Path) -> None:
+    """`eval.py split=val beam=3 length_penalty=2` decodes validation by beam search with that GNMT penalty, not
+    greedily (the checkpoint's val_beam_size) with the checkpoint's 0; the penalty favours longer captions."""
+    hparams = load_captioner(flickr8k_captioner).hparams
+    assert (hparams.val_beam_size, hparams.length_penalty) == (1, 0.0)
+    written = {}
+    for beam, penalty in (("null", "null"), ("3", "null"), ("3", "2")):
+        proc = run("eval.py", f"ckpt_path={flickr8k_captioner}", f"data.root={flickr8k_small}", "split=val",
+                   f"beam={beam}", f"length_penalty={penalty}", f"paths.log_dir={tmp_path / beam / penalty}",
+                   f"paths.cache_dir={tmp_path / 'cache'}")
+        run_dir = Path(closing(proc)["Run dir"])
+        with open(run_dir / "captions_val.csv", newline="") as fh:
+            captions = [r["generated"] for r in csv.DictReader(fh)]
+        written[beam, penalty] = captions, json.loads((run_dir / "metrics.json").read_text())["val/mean_length"]
+    greedy, beam3, penalised = written["null", "null"], written["3", "null"], written["3", "2"]
+    assert len(greedy[0]) == len(beam3[0]) == len(penalised[0]) > 0
+    assert beam3[0] != greedy[0]
+    assert penalised[0] != beam3[0] and penalised[1] > beam3[1]
+
+
 def test_caption_py_needs_only_the_checkpoint(coco_run: dict, tmp_path: Path) -> None:
     images = tmp_path / "photos"
     images.mkdir()

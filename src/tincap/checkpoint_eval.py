@@ -97,8 +97,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     ckpt = Path(cfg.ckpt_path).expanduser()
     task = load_task(ckpt)
-    if cfg.get("beam") is not None and isinstance(task, Captioner):
-        task.hparams.beam_size = int(cfg.beam)
+    if isinstance(task, Captioner):
+        if cfg.get("beam") is not None:
+            task.hparams.beam_size = task.hparams.val_beam_size = int(cfg.beam)
+        if cfg.get("length_penalty") is not None:
+            task.hparams.length_penalty = float(cfg.length_penalty)
     if isinstance(task, Classifier):
         task.use_tta(cfg.get("tta"))
     dm = datamodule_for(cfg, task)

@@ -57,6 +57,7 @@ class Captioner(L.LightningModule):
         freeze_encoder: bool = False,
         encoder_lr_scale: float = 0.1,
         beam_size: int = 3,
+        val_beam_size: int = 1,
         length_penalty: float = 0.0,
         suppress_unk: bool = True,
         scst: dict[str, Any] | None = None,
@@ -189,7 +190,7 @@ class Captioner(L.LightningModule):
 
     def _eval_step(self, stage: str, batch: tuple[Tensor, Tensor]) -> None:
         x, index = batch
-        beam = 1 if stage == "val" else self.hparams.beam_size
+        beam = self.hparams.val_beam_size if stage == "val" else self.hparams.beam_size
         ids = self.generate(x, beam)
         padded = ids.new_full((len(ids), self.max_len), self.vocab.pad_id)  # one width, so processes can gather
         padded[:, : ids.size(1)] = ids
