@@ -162,7 +162,7 @@ def test_logger_and_callbacks(compose_train, logger: str) -> None:
     loggers = instantiate_all(cfg.logger)
     callbacks = instantiate_all(cfg.callbacks)
     assert loggers and callbacks
-    assert {type(c).__name__ for c in callbacks} >= {"ModelCheckpoint", "EarlyStopping", "RichProgressBar"}
+    assert {type(c).__name__ for c in callbacks} >= {"BestAndLastCheckpoint", "EarlyStopping", "RichProgressBar"}
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -85,3 +85,15 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, placement: tuple
 
     with pytest.raises(AssertionError, match="would change it"):
         run("train.py", f"resume={run_dir}", "model=cnn", "trainer.max_epochs=3", env_extra=env)
+
+
+def test_last_checkpoint_follows_every_epoch(tmp_path: Path) -> None:
+    """last.ckpt, what resume= continues from, is the last epoch's even after the best epoch (Lightning 2.6 alone
+    rewrites it only with a new best): with optimizer.lr=0 val/acc never improves on epoch 0."""
+    proc = run("train.py", *CONFIG, "optimizer.lr=0", f"paths.log_dir={tmp_path / 'logs'}",
+               f"paths.cache_dir={tmp_path / 'cache'}")
+    checkpoints = Path(closing(proc)["Run dir"]) / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    best, last = (torch.load(checkpoints / name, map_location="cpu", weights_only=False)
+                  for name in ("epoch_000.ckpt", "last.ckpt"))
+    assert (last["epoch"], last["global_step"]) == (2, 3 * best["global_step"])

@@ -1,5 +1,5 @@
 """Callbacks tincap adds to Lightning's: throughput for the report, per-epoch reseeding for resume, a stop on a NaN loss,
-and the weights' moving average tested as it is validated."""
+the weights' moving average tested as it is validated, and a last.ckpt that follows every epoch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 from tincap.checkpoints import checkpoint_epoch
@@ -121,6 +121,28 @@ class StopOnNonFiniteLoss(L.Callback):
             f"too high for this model and batch size: try optimizer.lr={base / 10:g}, a warm-up (scheduler=onecycle), "
             f"or trainer.gradient_clip_val=1; otherwise check the input data for bad values. {kept}."
         )
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with `save_last` writing last.ckpt after every epoch it checks.
+
+    Since Lightning 2.6 last.ckpt is rewritten only on the epochs that also save a new best, so after the best epoch
+    it goes stale and `resume=` (and a requeued SLURM job) would fit again every epoch after the best one."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._catch_up_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._catch_up_last(trainer)
+
+    def _catch_up_last(self, trainer: L.Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class WeightEMA(WeightAveraging):
