@@ -25,6 +25,18 @@ def test_networks_accept_small_images(size: int) -> None:
         assert net.forward_features(torch.randn(1, 3, size, size)).ndim == 4
 
 
+def test_cnn_strided_stem_downsamples_in_the_conv() -> None:
+    """stem_stride=2 without the stem pool halves the image in the stem conv: the same feature-map sizes as the
+    pooled stem, with no max-pool left in the stem."""
+    pooled, strided = CNN(5, widths=(8, 16)), CNN(5, widths=(8, 16), stem_stride=2, stem_pool=False)
+    x = torch.randn(2, 3, 64, 64)
+    assert strided.features[0](x).shape == (2, 8, 32, 32)  # the conv alone halves 64 px
+    assert pooled.features[0](x).shape == (2, 8, 64, 64)
+    assert strided.forward_features(x).shape == pooled.forward_features(x).shape == (2, 16, 16, 16)
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in strided.features[:2])
+    assert CNN(5, widths=(8, 16), stem_stride=2).forward_features(x).shape == (2, 16, 8, 8)  # conv and pool: 4x
+
+
 def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) -> None:
     torch.manual_seed(0)
     for name, ref in (("resnet", tv_resnet18(num_classes=1000)), ("alexnet", tv_alexnet(num_classes=1000))):

@@ -9,9 +9,9 @@ from torch import Tensor, nn
 from tincap.models.backbone import InputSpec
 
 
-def conv_bn(cin: int, cout: int, batch_norm: bool = True) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, batch_norm: bool = True, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=not batch_norm),
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=not batch_norm),
         nn.BatchNorm2d(cout) if batch_norm else nn.Identity(),
         nn.ReLU(inplace=True),
     )
@@ -27,7 +27,8 @@ class Residual(nn.Module):
 
 
 class CNN(nn.Module):
-    """Stem conv, then per stage: widen, (residual) convs, 2x2 max-pool; global pool, dropout, linear head."""
+    """Stem conv (stride `stem_stride`; 2 downsamples in the conv itself, as MobileNet does) and an optional 2x2
+    max-pool, then per stage: widen, (residual) convs, 2x2 max-pool; global pool, dropout, linear head."""
 
     spatial = True
     input_spec = InputSpec()  # any size; ImageNet mean/std
@@ -41,10 +42,11 @@ class CNN(nn.Module):
         batch_norm: bool = True,
         dropout: float = 0.0,
         stem_pool: bool = True,
+        stem_stride: int = 1,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = [conv_bn(in_channels, widths[0], batch_norm)]
+        layers: list[nn.Module] = [conv_bn(in_channels, widths[0], batch_norm, stem_stride)]
         if stem_pool:
             layers.append(nn.MaxPool2d(2))
         prev = widths[0]
