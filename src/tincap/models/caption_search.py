@@ -193,6 +193,8 @@ def sample_captions(
         # (measured: val CIDEr-D 0.49 -> 0.31 in 25 steps, captions ever longer)
         log_probs = _ban(log_probs, banned).log_softmax(-1)  # (n, V)
         drawn = log_probs.detach().float()
+        # at 1, exp() of the log-probs exactly as before the temperature existed: softmax would renormalise them and
+        # could change a seeded run's draws by rounding
         probs = drawn.exp() if temperature == 1.0 else (drawn / temperature).softmax(-1)
         prev = torch.multinomial(probs, 1).squeeze(1)
         taken = log_probs.gather(1, prev.unsqueeze(1)).squeeze(1)
