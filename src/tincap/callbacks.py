@@ -140,8 +140,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
             self._catch_up_last(trainer)
 
     def _catch_up_last(self, trainer: L.Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._last_global_step_saved != trainer.global_step:
+        # the skip check is also true when this step already saved (a new best wrote last.ckpt with it), and
+        # _save_last_checkpoint itself does nothing without save_last
+        if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
