@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
+from tincap.checkpoints import checkpoint_epoch
 from tincap.train import train
 
 MODELS = ["mlp", "cnn", "resnet", "alexnet"]
@@ -63,6 +64,23 @@ def test_same_seed_same_metrics(compose_train) -> None:
     b = short_shapes_run(compose_train, seed=3)
     assert a == b
     assert {"val/acc", "val/acc_top5", "val/loss", "val/f1", "val/auroc", "test/acc"} <= set(a)
+
+
+def test_a_final_fit_without_validation_tests_the_last_epoch(compose_train) -> None:
+    """data.val_ratio=0, as experiment=tin30_cnn_full refits: every labelled image trains, no validation loop runs,
+    and the last epoch's checkpoint is the one tested."""
+    cfg = compose_train("data.n_per_class=12", "trainer.max_epochs=2", "model.widths=[16,32,64,128]",
+                        "trainer.precision=32", "data.val_ratio=0", "optimized_metric=null",
+                        "callbacks.early_stopping=null")
+    metrics, objects = train(cfg)
+    splits = objects["datamodule"].splits
+    labelled = 12 * len(objects["datamodule"].class_names)  # shapes draws its test images from these too
+    assert len(splits["val"].images) == 0 and len(splits["train"].images) + len(splits["test"].images) == labelled
+    assert not [k for k in metrics if k.startswith("val/")], metrics
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and metrics["epochs"] == 2
+    assert Path(objects["best_ckpt"]).name == "epoch_001.ckpt" and checkpoint_epoch(objects["best_ckpt"]) == 2
+    assert Path(cfg.paths.output_dir, "checkpoints", "last.ckpt").is_file()
+    assert not Path(cfg.paths.output_dir, "confusion_matrix.png").exists()  # the validation figures: no split
 
 
 @pytest.mark.slow  # decodes all 15,000 images and trains 2 epochs: ~100 s on a 2-core CPU (make test-full)

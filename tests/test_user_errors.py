@@ -141,6 +141,16 @@ def test_impossible_configuration_is_refused_before_training(compose_train, caps
     assert "set data.image_size=224" in message
 
 
+def test_no_validation_split_with_a_monitored_metric_is_refused(compose_train, capsys) -> None:
+    message = in_process(compose_train, capsys, "train", "data.n_per_class=2", "data.val_ratio=0")
+    assert message.startswith("Error: data.val_ratio=0 leaves ShapesData no validation images, so "
+                              "optimized_metric=val/acc cannot be monitored")
+    assert "set optimized_metric=null callbacks.early_stopping=null" in message
+    message = in_process(compose_train, capsys, "train", "data.n_per_class=2", "data.val_ratio=0",
+                         "optimized_metric=null")
+    assert "no validation images, so callbacks.early_stopping cannot run." in message
+
+
 def test_bad_ckpt_path_and_a_missing_one(compose_train, capsys, tmp_path: Path) -> None:
     message = in_process(compose_train, capsys, "checkpoint_eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
                          config_name="eval")

@@ -22,7 +22,7 @@ from tincap.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
 from tincap.checkpoint_eval import submit_test_split
 from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
 from tincap.entry import Outcome, task_wrapper
-from tincap.errors import MissingInput
+from tincap.errors import InvalidInput, MissingInput
 from tincap.models import construct_network, initialise_network
 from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner
@@ -60,8 +60,29 @@ def flat_config(cfg: DictConfig, sep: str = "/") -> dict[str, Any]:
     return flat
 
 
-def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger]) -> L.Trainer:
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
+def build_trainer(
+    cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger], validate: bool = True
+) -> L.Trainer:
+    """The configured trainer; without a validation split (`validate=False`) its validation loop is switched off."""
+    no_val = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                   plugins=[AtomicCheckpointIO()], **no_val)
+
+
+def has_validation(cfg: DictConfig, datamodule: L.LightningDataModule) -> bool:
+    """False for a final fit on every labelled image (data.val_ratio=0), which then monitors nothing: checkpoints keep
+    the last epoch and the test scores its weights. A monitored metric without a validation split is refused."""
+    if datamodule.has_labels("val"):
+        return True
+    metric = cfg.get("optimized_metric")
+    if metric or (cfg.get("callbacks") and cfg.callbacks.get("early_stopping")):
+        refused = f"optimized_metric={metric} cannot be monitored" if metric else "callbacks.early_stopping cannot run"
+        raise InvalidInput(
+            f"data.val_ratio={cfg.data.get('val_ratio')} leaves {type(datamodule).__name__} no validation images, so "
+            f"{refused}. For a final fit on every labelled image also set optimized_metric=null "
+            "callbacks.early_stopping=null (the last epoch's weights are kept and tested); otherwise set "
+            "data.val_ratio=0.1")
+    return False
 
 
 def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> tuple[L.LightningModule, str]:
@@ -126,8 +147,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     loggers = instantiate_all(cfg.get("logger"))
     datamodule = hydra.utils.instantiate(cfg.data)
     task, init = build_task(cfg, datamodule)
+    validate = has_validation(cfg, datamodule)
     callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed), StopOnNonFiniteLoss()]
-    trainer = build_trainer(cfg, callbacks, loggers)
+    trainer = build_trainer(cfg, callbacks, loggers, validate)
     trackers = [lg for lg in trainer.loggers if isinstance(lg, RunTracker)]  # none under fast_dev_run
     params = flat_config(cfg, sep=".") if trackers else {}  # dotted as on the command line: optimizer.lr
     for tracker in trackers:
@@ -148,11 +170,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     fit_s = time.perf_counter() - started
     best = best_checkpoint()
     metrics: dict[str, Any] = {}
-    (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
-    metrics.update(val)
     figures: dict[str, Any] = {}
-    if trainer.is_global_zero:
-        figures = task.write_outputs(run_dir, "val", datamodule)[1]
+    if validate:
+        (val,) = trainer.validate(task, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update(val)
+        if trainer.is_global_zero:
+            figures = task.write_outputs(run_dir, "val", datamodule)[1]
     if cfg.get("test"):
         if datamodule.has_labels("test"):
             (test,) = trainer.test(task, datamodule=datamodule, ckpt_path=best, verbose=False)

@@ -112,7 +112,7 @@ def differing_overrides(runs: list[Run]) -> list[str]:
 def choose_metric(runs: list[Run], metric: str | None) -> tuple[str, bool]:
     """The metric to rank by (the runs' `optimized_metric` unless given) and whether higher is better."""
     if metric is None:
-        counts = Counter(str(r.config.get("optimized_metric", "val/acc")) for r in runs)
+        counts = Counter(str(r.config.get("optimized_metric") or "val/acc") for r in runs)  # null: a refit
         if len(counts) > 1:
             found = ", ".join(f"{m} in {n} run(s)" for m, n in counts.most_common())
             raise ValueError(f"report: the runs optimise different metrics ({found}); pass --metric to pick one")
