@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models import alexnet as tv_alexnet, resnet18 as tv_resnet18
 
-from tincap.errors import UserError
+from tincap.errors import InvalidInput, UserError
 from tincap.models import build_network
 from tincap.models.alexnet import AlexNet
 from tincap.models.cnn import CNN
@@ -35,6 +35,20 @@ def test_cnn_strided_stem_downsamples_in_the_conv() -> None:
     assert strided.forward_features(x).shape == pooled.forward_features(x).shape == (2, 16, 16, 16)
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in strided.features[:2])
     assert CNN(5, widths=(8, 16), stem_stride=2).forward_features(x).shape == (2, 16, 8, 8)  # conv and pool: 4x
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"stem_stride": 0}, "model.stem_stride=0: expected an integer >= 1"),
+    ({"convs_per_stage": 0}, "model.convs_per_stage=0: expected an integer >= 1"),
+    ({"widths": ()}, "model.widths=[]: expected a non-empty list"),
+    ({"widths": (8, 0)}, "model.widths=[8, 0]: expected a non-empty list of channel counts >= 1"),
+    ({"dropout": 1.0}, "model.dropout=1.0: expected a probability in [0, 1)"),
+])
+def test_cnn_refuses_impossible_sizes_when_built(kwargs: dict, named: str) -> None:
+    """A stride or width of 0 would build, and fail only at the first forward pass with a traceback."""
+    with pytest.raises(InvalidInput) as refused:
+        CNN(5, **{"widths": (8, 16), **kwargs})
+    assert str(refused.value).startswith(named)
 
 
 def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) -> None:

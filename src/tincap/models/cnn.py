@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from tincap.errors import InvalidInput
 from tincap.models.backbone import InputSpec
 
 
@@ -15,6 +16,18 @@ def conv_bn(cin: int, cout: int, batch_norm: bool = True, stride: int = 1) -> nn
         nn.BatchNorm2d(cout) if batch_norm else nn.Identity(),
         nn.ReLU(inplace=True),
     )
+
+
+def check_sizes(widths: Sequence[int], convs_per_stage: int, stem_stride: int, dropout: float) -> None:
+    """Refuse sizes that would build a network failing only at its first forward pass, naming the key to fix."""
+    if not widths or not all(isinstance(w, int) and w >= 1 for w in widths):
+        raise InvalidInput(f"model.widths={list(widths)}: expected a non-empty list of channel counts >= 1, "
+                           "e.g. model.widths=[32,64,128,256]")
+    for key, value, example in (("convs_per_stage", convs_per_stage, 2), ("stem_stride", stem_stride, 1)):
+        if not (isinstance(value, int) and value >= 1):
+            raise InvalidInput(f"model.{key}={value}: expected an integer >= 1, e.g. model.{key}={example}")
+    if not 0 <= dropout < 1:
+        raise InvalidInput(f"model.dropout={dropout}: expected a probability in [0, 1), e.g. model.dropout=0.1")
 
 
 class Residual(nn.Module):
@@ -46,6 +59,7 @@ class CNN(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        check_sizes(widths, convs_per_stage, stem_stride, dropout)
         layers: list[nn.Module] = [conv_bn(in_channels, widths[0], batch_norm, stem_stride)]
         if stem_pool:
             layers.append(nn.MaxPool2d(2))
