@@ -23,7 +23,8 @@ from tincap.checkpoint_eval import submit_test_split
 from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import InvalidInput, MissingInput
-from tincap.models import construct_network, initialise_network
+from tincap.data.base import ClassificationDataModule
+from tincap.models import construct_network, initialise_network, whiten_stem
 from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner
 from tincap.trackers import RunTracker
@@ -90,6 +91,11 @@ def build_task(cfg: DictConfig, datamodule: L.LightningDataModule) -> tuple[L.Li
     net = construct_network(cfg.model, datamodule.num_classes)
     init = initialise_network(net, cfg.model)
     datamodule.feed(net.input_spec, cfg.model.name)
+    if cfg.model.get("whiten_stem"):
+        if not isinstance(datamodule, ClassificationDataModule):
+            raise InvalidInput(f"model.whiten_stem=true measures classification training images; {datamodule.name} "
+                               "is a caption dataset. Set model.whiten_stem=false")
+        init = whiten_stem(net, cfg.model.name, datamodule.first_epoch_pixels(), init)
     scheduler = hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     return hydra.utils.instantiate(
         cfg.task,

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import numbers
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from tincap.data.transforms import (
     batch_seed,
 )
 from tincap.errors import InvalidInput
+from tincap.progress import progress
 
 if TYPE_CHECKING:
     from tincap.models.backbone import InputSpec
@@ -386,6 +388,18 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
             x, y = batch
             batch = self.progressive(x, self.trainer.current_epoch, self.trainer.max_epochs), y
         return batch
+
+    def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
+        """The training images as the first training epoch feeds them, without augmentation: normalised, at that
+        epoch's size (data.progressive's smallest); (chunk, 3, s, s) float batches, for statistics of the data."""
+        self.setup()
+        images = self.splits["train"].images  # (N, H, W, 3) uint8
+        normalise = BatchTransform(train=False, mean=self.mean, std=self.std)
+        with progress(len(images), f"{self.name} train images, as the first epoch sees them") as advance:
+            for start in range(0, len(images), chunk):
+                x = normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))
+                yield x if self.progressive is None else self.progressive(x, 0, 1)
+                advance(len(x))
 
     def has_labels(self, split: str) -> bool:
         self.setup()

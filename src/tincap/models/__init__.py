@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from tincap.errors import InvalidInput
 from tincap.models.backbone import Backbone, check_backbone
+from tincap.models.cnn import CNN
 from tincap.models.freezing import freeze_backbone
 from tincap.models.pretrained import load_weights
+from tincap.models.whitening import whiten_conv
 
 log = logging.getLogger(__name__)
 
 # keys of a model config that say how to initialise, not how to construct (read here, not by the constructor)
-INIT_KEYS = ("name", "weights_path", "freeze_backbone")
+INIT_KEYS = ("name", "weights_path", "freeze_backbone", "whiten_stem")
 # constructor keys that download published weights (torchvision's `weights`, timm's `pretrained`)
 DOWNLOAD_KEYS = {"weights": None, "pretrained": False}
 
@@ -52,6 +56,20 @@ def initialise_network(net: Backbone, cfg: DictConfig | dict[str, Any]) -> str:
         freeze_backbone(net)
     log.info("model %s: %s%s", cfg.get("name"), label, ", backbone frozen" if cfg.get("freeze_backbone") else "")
     return label
+
+
+def whiten_stem(net: Backbone, name: str, pixels: Iterable[Tensor], init: str) -> str:
+    """model.whiten_stem: the stem conv initialised from the training images' patches (`models.whitening`); returns
+    the weights' origin for the report."""
+    if not isinstance(net, CNN):
+        raise InvalidInput(f"model.whiten_stem=true: only model=cnn has a stem conv to whiten, not model {name}; "
+                           "set model.whiten_stem=false")
+    if init != "from scratch":
+        raise InvalidInput(f"model.whiten_stem=true initialises the stem from the training images, but the weights "
+                           f"already come from {init}; set model.whiten_stem=false")
+    patches = whiten_conv(net.stem, pixels)
+    log.info("model %s: stem conv whitened from %d training patches", name, patches)
+    return f"from scratch, stem whitened from {patches:,} training patches"
 
 
 def build_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Backbone:

@@ -88,5 +88,10 @@ class CNN(nn.Module):
         return self.head(self.dropout(self.pool(self.features(x))))
 
     @property
+    def stem(self) -> nn.Conv2d:
+        """The first conv, which sees the normalised pixels (`model.whiten_stem` initialises it from them)."""
+        return self.features[0][0]
+
+    @property
     def cam_layer(self) -> nn.Module:
         return self.features[-1]
