@@ -21,9 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from tincap.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
 from tincap.checkpoint_eval import submit_test_split
 from tincap.checkpoints import AtomicCheckpointIO, checkpoint_epoch
+from tincap.data.base import ClassificationDataModule
 from tincap.entry import Outcome, task_wrapper
 from tincap.errors import InvalidInput, MissingInput
-from tincap.data.base import ClassificationDataModule
 from tincap.models import construct_network, initialise_network, whiten_stem
 from tincap.rundir import write_metrics
 from tincap.tasks.captioner import Captioner

@@ -20,7 +20,8 @@ from tincap.models.whitening import whiten_conv
 
 log = logging.getLogger(__name__)
 
-# keys of a model config that say how to initialise, not how to construct (read here, not by the constructor)
+# keys of a model config that say how to initialise, not how to construct (read here, or for whiten_stem by
+# train.build_task, which has the data; never by the constructor)
 INIT_KEYS = ("name", "weights_path", "freeze_backbone", "whiten_stem")
 # constructor keys that download published weights (torchvision's `weights`, timm's `pretrained`)
 DOWNLOAD_KEYS = {"weights": None, "pretrained": False}
