@@ -65,7 +65,7 @@ def build_trainer(
     cfg: DictConfig, callbacks: list[L.Callback], loggers: list[Logger], validate: bool = True
 ) -> L.Trainer:
     """The configured trainer; without a validation split (`validate=False`) its validation loop is switched off."""
-    no_val = {} if validate else {"limit_val_batches": 0, "num_sanity_val_steps": 0}
+    no_val = {} if validate else {"limit_val_batches": 0}  # which also skips Lightning's sanity check
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                    plugins=[AtomicCheckpointIO()], **no_val)
 

@@ -394,7 +394,7 @@ class ClassificationDataModule(FedByNetwork, L.LightningDataModule):
         epoch's size (data.progressive's smallest); (chunk, 3, s, s) float batches, for statistics of the data."""
         self.setup()
         images = self.splits["train"].images  # (N, H, W, 3) uint8
-        normalise = BatchTransform(train=False, mean=self.mean, std=self.std)
+        normalise = self.transform(train=False)
         with progress(len(images), f"{self.name} train images, as the first epoch sees them") as advance:
             for start in range(0, len(images), chunk):
                 x = normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 # keys of a model config that say how to initialise, not how to construct (read here, or for whiten_stem by
 # train.build_task, which has the data; never by the constructor)
 INIT_KEYS = ("name", "weights_path", "freeze_backbone", "whiten_stem")
+# the weights' origin of a network that no file, download or earlier run initialised
+FROM_SCRATCH = "from scratch"
 # constructor keys that download published weights (torchvision's `weights`, timm's `pretrained`)
 DOWNLOAD_KEYS = {"weights": None, "pretrained": False}
 
@@ -43,7 +45,7 @@ def construct_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Bac
 def initialise_network(net: Backbone, cfg: DictConfig | dict[str, Any]) -> str:
     """Apply the config's local weights file and freezing; returns where the weights came from, for the report."""
     cfg = _as_dict(cfg)
-    label = "from scratch"
+    label = FROM_SCRATCH
     if cfg.get("pretrained"):
         label = f"timm pretrained weights ({cfg.get('arch')})"
     elif cfg.get("weights"):
@@ -65,12 +67,12 @@ def whiten_stem(net: Backbone, name: str, pixels: Iterable[Tensor], init: str) -
     if not isinstance(net, CNN):
         raise InvalidInput(f"model.whiten_stem=true: only model=cnn has a stem conv to whiten, not model {name}; "
                            "set model.whiten_stem=false")
-    if init != "from scratch":
+    if init != FROM_SCRATCH:
         raise InvalidInput(f"model.whiten_stem=true initialises the stem from the training images, but the weights "
                            f"already come from {init}; set model.whiten_stem=false")
     patches = whiten_conv(net.stem, pixels)
     log.info("model %s: stem conv whitened from %d training patches", name, patches)
-    return f"from scratch, stem whitened from {patches:,} training patches"
+    return f"{FROM_SCRATCH}, stem whitened from {patches:,} training patches"
 
 
 def build_network(cfg: DictConfig | dict[str, Any], num_classes: int) -> Backbone:
