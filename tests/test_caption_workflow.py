@@ -131,6 +131,7 @@ def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
     assert written == greedy
 
 
+@pytest.mark.slow  # ~40 s on 2 cores; beam search with a length penalty is unit-tested in test_caption_models.py
 def test_eval_chooses_beam_and_length_penalty_on_validation(flickr8k_captioner: Path, flickr8k_small: Path,
                                                             tmp_path: Path) -> None:
     """`eval.py split=val beam=3 length_penalty=2` decodes validation by beam search with that GNMT penalty, not

@@ -16,7 +16,9 @@ from lightning.pytorch.callbacks import (
 )
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tincap.errors import InvalidInput
 from tincap.models import INIT_KEYS, build_network
+from tincap.resolvers import by_precision
 from tincap.train import instantiate_all
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -178,7 +180,7 @@ def test_experiments_compose_to_what_they_set(compose_train, experiment: str) ->
 
 def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     """Spot checks that the composed values are what gets built, not only what the config holds."""
-    cfg = compose_train("experiment=tin30_cnn_aug")
+    cfg = compose_train("experiment=tin30_cnn_aug", "trainer.precision=32-true")
     assert cfg.data.augment == {"crop_padding": 4, "flip": True, "color_jitter": 0.0, "trivial_augment": True,
                                 "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 1.0}  # tin30 + tin30_cnn + own
     assert cfg.model.dropout == 0.3 and list(cfg.model.widths) == [32, 64, 128, 256]
@@ -190,6 +192,26 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     cfg = compose_train("experiment=cifar10_scratch")
     assert cfg.model.weights_path is None  # finetune_from: null, through the parent's ${finetune_from}
     assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
+
+
+@pytest.mark.parametrize(("precision", "widths", "epochs"),
+                         [("32-true", [32, 64, 128, 256], 36), ("bf16-mixed", [48, 96, 192, 384], 50)])
+def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widths: list[int], epochs: int) -> None:
+    """experiment=tin30_cnn's 30-minute budget buys a wider network and more epochs where bf16 runs natively; the
+    experiments that load its weights build the same network at the same precision."""
+    cfg = compose_train("experiment=tin30_cnn", f"trainer.precision={precision}")
+    assert cfg.trainer.max_epochs == epochs
+    assert build_network(cfg.model, num_classes=30).head.in_features == widths[-1]
+    for experiment, weights in (("cifar10_finetune", "finetune_from"), ("flickr8k_lstm_tin30", "encoder_from")):
+        loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", f"{weights}=null")
+        assert OmegaConf.to_container(loading.model, resolve=True) == OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def test_by_precision_tells_16_bit_from_32_bit_floats() -> None:
+    picked = [by_precision(p, "full", "half") for p in ("32-true", "32", 32, "64-true", "bf16-mixed", "bf16", "16-mixed")]
+    assert picked == ["full"] * 4 + ["half"] * 3
+    with pytest.raises(InvalidInput, match=r"trainer.precision=fp8: expected a Lightning precision"):
+        by_precision("fp8", 36, 50)
 
 
 DEBUG_SETS = {  # what each debug option must leave in the composed config, stated again so a no-op merge fails

@@ -7,6 +7,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from tincap.errors import InvalidInput
+
 # accelerators whose devices are GPUs; "auto" picks the GPUs when the allocation has them, so they are asked for
 _GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 
@@ -14,6 +16,17 @@ _GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 def cpu_precision() -> str:
     """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16/AMX), else fp32: emulated bf16 is ~10x slower."""
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def by_precision(precision: Any, full: Any, half: Any) -> Any:
+    """`full` when the trainer computes in 32/64-bit floats, `half` in 16-bit ones (bf16 or fp16): a recipe sized to a
+    time budget buys a larger network or more epochs where a step runs ~3x faster."""
+    text = str(precision)
+    if text.startswith(("bf16", "16")):
+        return half
+    if text.startswith(("32", "64")):
+        return full
+    raise InvalidInput(f"trainer.precision={precision}: expected a Lightning precision such as 32-true or bf16-mixed")
 
 
 def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
@@ -30,4 +43,5 @@ def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
 
 def register() -> None:
     OmegaConf.register_new_resolver("tincap.cpu_precision", cpu_precision, replace=True)
+    OmegaConf.register_new_resolver("tincap.by_precision", by_precision, replace=True)
     OmegaConf.register_new_resolver("tincap.slurm_gpus_per_node", slurm_gpus_per_node, replace=True)
