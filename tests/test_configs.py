@@ -18,7 +18,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from tincap.errors import InvalidInput
 from tincap.models import INIT_KEYS, build_network
+from tincap import resolvers
 from tincap.resolvers import by_precision
+from tincap.trainers import make_trainer
 from tincap.train import instantiate_all
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -212,6 +214,19 @@ def test_by_precision_tells_16_bit_from_32_bit_floats() -> None:
     assert picked == ["full"] * 4 + ["half"] * 3
     with pytest.raises(InvalidInput, match=r"trainer.precision=fp8: expected a Lightning precision"):
         by_precision("fp8", 36, 50)
+
+
+@pytest.mark.parametrize(("precision", "native", "warned"),
+                         [("bf16-mixed", False, True), ("bf16-mixed", True, False), ("32-true", False, False)])
+def test_trainer_warns_of_bf16_emulated_on_the_cpu(monkeypatch, caplog, precision: str, native: bool,
+                                                  warned: bool) -> None:
+    """A user who forces bf16 on a CPU that emulates it is told why every step is slow and that the recipe grew."""
+    monkeypatch.setattr(resolvers, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level("WARNING", logger="tincap.trainers"):
+        make_trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False)
+    said = [r.getMessage() for r in caplog.records if r.name == "tincap.trainers"]
+    assert bool(said) == warned
+    assert not said or said[0].startswith(f"trainer.precision={precision} on a CPU without native bf16")
 
 
 DEBUG_SETS = {  # what each debug option must leave in the composed config, stated again so a no-op merge fails

@@ -13,9 +13,14 @@ from tincap.errors import InvalidInput
 _GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it, ~10x slower."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cpu_precision() -> str:
-    """bf16 autocast where the CPU computes bf16 natively (AVX512-BF16/AMX), else fp32: emulated bf16 is ~10x slower."""
-    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    """bf16 autocast where the CPU computes bf16 natively, else fp32."""
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
 
 
 def by_precision(precision: Any, full: Any, half: Any) -> Any:
