@@ -16,12 +16,12 @@ from lightning.pytorch.callbacks import (
 )
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from tincap import resolvers
 from tincap.errors import InvalidInput
 from tincap.models import INIT_KEYS, build_network
-from tincap import resolvers
 from tincap.resolvers import by_precision
-from tincap.trainers import make_trainer
 from tincap.train import instantiate_all
+from tincap.trainers import make_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
