@@ -196,15 +196,18 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
 
 
-@pytest.mark.parametrize(("precision", "widths", "epochs", "mix_prob"),
-                         [("32-true", [32, 64, 128, 256], 36, 0.5), ("bf16-mixed", [48, 96, 192, 384], 50, 1.0)])
+@pytest.mark.parametrize(("precision", "widths", "epochs", "mix_prob", "decay"),
+                         [("32-true", [32, 64, 128, 256], 36, 0.5, 5.0e-4),
+                          ("bf16-mixed", [48, 96, 192, 384], 50, 1.0, 1.0e-3)])
 def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widths: list[int], epochs: int,
-                                             mix_prob: float) -> None:
-    """experiment=tin30_cnn's 30-minute budget buys a wider network, more epochs and mixing on every batch where bf16
-    runs natively; the experiments that load its weights build the same network at the same precision."""
+                                             mix_prob: float, decay: float) -> None:
+    """experiment=tin30_cnn's 30-minute budget buys a wider network, more epochs, mixing on every batch and more weight
+    decay where bf16 runs natively; the experiments that load its weights build the same network at that precision."""
     cfg = compose_train("experiment=tin30_cnn", f"trainer.precision={precision}")
     assert cfg.trainer.max_epochs == epochs
     assert hydra.utils.instantiate(cfg.data).augment["mix_prob"] == mix_prob
+    net = build_network(cfg.model, num_classes=30)
+    assert hydra.utils.instantiate(cfg.optimizer)(net.parameters()).defaults["weight_decay"] == decay
     assert build_network(cfg.model, num_classes=30).head.in_features == widths[-1]
     for experiment, weights in (("cifar10_finetune", "finetune_from"), ("flickr8k_lstm_tin30", "encoder_from")):
         loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", f"{weights}=null")
