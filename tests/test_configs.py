@@ -208,6 +208,11 @@ def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widt
     assert hydra.utils.instantiate(cfg.data).augment["mix_prob"] == mix_prob
     net = build_network(cfg.model, num_classes=30)
     assert hydra.utils.instantiate(cfg.optimizer)(net.parameters()).defaults["weight_decay"] == decay
+    job = cfg.copy()
+    with open_dict(job):
+        del job["hydra"]
+    OmegaConf.resolve(job)  # what `python train.py ... --cfg job --resolve` prints
+    assert list(job.model.widths) == widths
     assert build_network(cfg.model, num_classes=30).head.in_features == widths[-1]
     for experiment, weights in (("cifar10_finetune", "finetune_from"), ("flickr8k_lstm_tin30", "encoder_from")):
         loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", f"{weights}=null")
