@@ -213,7 +213,7 @@ def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widt
         del job["hydra"]
     OmegaConf.resolve(job)  # what `python train.py ... --cfg job --resolve` prints
     assert list(job.model.widths) == widths
-    assert build_network(cfg.model, num_classes=30).head.in_features == widths[-1]
+    assert net.head.in_features == widths[-1]
     for experiment, weights in (("cifar10_finetune", "finetune_from"), ("flickr8k_lstm_tin30", "encoder_from")):
         loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", f"{weights}=null")
         assert OmegaConf.to_container(loading.model, resolve=True) == OmegaConf.to_container(cfg.model, resolve=True)
