@@ -20,6 +20,7 @@ from tincap import resolvers
 from tincap.errors import InvalidInput
 from tincap.models import INIT_KEYS, build_network
 from tincap.resolvers import by_precision
+from tincap.tasks.self_critical import ScstSettings
 from tincap.train import instantiate_all
 from tincap.trainers import make_trainer
 
@@ -194,6 +195,10 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     cfg = compose_train("experiment=cifar10_scratch")
     assert cfg.model.weights_path is None  # finetune_from: null, through the parent's ${finetune_from}
     assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
+    cfg = compose_train("experiment=flickr8k_imagenet_scst", "scst_from=xe.ckpt")
+    assert ScstSettings(**OmegaConf.to_container(cfg.task.scst, resolve=True)) == ScstSettings(
+        epochs=2, init_from="xe.ckpt", temperature=0.5, baseline="mean", lr=5.0e-5, ce_weight=0.2)
+    assert cfg.data.batch_size == 8 and cfg.model.weights_path.endswith("tf_efficientnet_lite0_imagenet.pth")
 
 
 @pytest.mark.parametrize(("precision", "widths", "epochs", "mix_prob", "decay"),
