@@ -197,7 +197,7 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
     cfg = compose_train("experiment=flickr8k_imagenet_scst", "scst_from=xe.ckpt")
     assert ScstSettings(**OmegaConf.to_container(cfg.task.scst, resolve=True)) == ScstSettings(
-        epochs=2, init_from="xe.ckpt", temperature=0.5, baseline="mean", lr=5.0e-5, ce_weight=0.2)
+        epochs=2, init_from="xe.ckpt", temperature=0.5, baseline="mean", lr=5.0e-5, ce_weight=0.05)
     assert cfg.data.batch_size == 8 and cfg.model.weights_path.endswith("tf_efficientnet_lite0_imagenet.pth")
 
 
