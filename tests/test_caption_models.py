@@ -80,6 +80,25 @@ def test_encoder_shapes_and_freeze() -> None:
     assert trainable.backbone.training and trainable(x).requires_grad
 
 
+
+def test_fine_tuned_encoder_with_frozen_norms_keeps_pretrained_statistics() -> None:
+    torch.manual_seed(0)
+    backbone = CNN(5, widths=(8, 16), batch_norm=True)
+    encoder = CaptionEncoder(backbone, "spatial", frozen_norms=True).train()
+    norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    stats = [bn.running_mean.clone() for bn in norms]
+    weights = [bn.weight.detach().clone() for bn in norms]
+    optimizer = torch.optim.SGD([p for p in encoder.parameters() if p.requires_grad], lr=0.1)
+    encoder(torch.randn(4, 3, 32, 32) * 3 + 1).square().mean().backward()
+    optimizer.step()
+    assert norms and not any(bn.training for bn in norms) and backbone.training  # the rest trains
+    assert all(torch.equal(bn.running_mean, s) for bn, s in zip(norms, stats))
+    assert all(torch.equal(bn.weight, w) and bn.weight.grad is None for bn, w in zip(norms, weights))
+    assert all(c.weight.requires_grad and c.weight.grad is not None for c in convs)
+    trained = CaptionEncoder(CNN(5, widths=(8, 16), batch_norm=True), "spatial").train()
+    assert all(m.training and m.weight.requires_grad for m in trained.modules() if isinstance(m, nn.BatchNorm2d))
+
 def test_decoders_declare_what_they_read() -> None:
     assert RNNDecoder.reads == "global" and AttentionDecoder.reads == "spatial"
 

@@ -246,6 +246,26 @@ def test_frozen_encoder_trains_the_decoder_on_cached_features(compose_train) -> 
     assert not any(p.requires_grad for p in task.encoder.backbone.parameters())
 
 
+
+@pytest.mark.parametrize("frozen_norms", [True, False])
+def test_fine_tuned_encoder_keeps_its_norms_only_when_asked(compose_train, frozen_norms: bool) -> None:
+    """task.freeze_encoder_norms=true fine-tunes the encoder's convolutions around BatchNorm layers that keep their
+    statistics and affine weights (here the fresh ones: mean 0, variance 1, weight 1, bias 0); false trains them."""
+    from tincap.train import train
+
+    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
+                        "task.freeze_encoder=false", f"task.freeze_encoder_norms={str(frozen_norms).lower()}")
+    _, objects = train(cfg)
+    backbone = objects["task"].encoder.backbone
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    untouched = [torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+                 and torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+                 and torch.equal(bn.weight, torch.ones_like(bn.weight)) and not bn.bias.any() for bn in norms]
+    assert norms and untouched == [frozen_norms] * len(norms)
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.requires_grad for c in convs)
+
+
 # ---------------------------------------------------------------- grouping and decoding
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from tincap.errors import InvalidInput
 from tincap.models.backbone import Backbone
 from tincap.models.caption_decoders import ImageInput
-from tincap.models.freezing import keep_frozen_norms_in_eval
+from tincap.models.freezing import freeze_norms, keep_frozen_norms_in_eval
 
 
 class CaptionEncoder(nn.Module):
@@ -16,7 +16,7 @@ class CaptionEncoder(nn.Module):
     BN(Linear(avg-pool)) for one that reads a vector; ``output_dim`` is C or D accordingly."""
 
     def __init__(self, backbone: Backbone, reads: ImageInput, embed_dim: int = 256, freeze: bool = False,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, frozen_norms: bool = False) -> None:
         super().__init__()
         if not backbone.spatial:
             raise InvalidInput(f"{type(backbone).__name__} has no spatial feature map (N, C, h, w) for a caption encoder; "
@@ -38,6 +38,8 @@ class CaptionEncoder(nn.Module):
             for p in backbone.parameters():
                 p.requires_grad_(False)
             backbone.eval()
+        elif frozen_norms:
+            freeze_norms(backbone)
 
     def train(self, mode: bool = True) -> CaptionEncoder:
         """A frozen backbone stays in eval mode, so its BatchNorm statistics and dropout never change."""

@@ -17,6 +17,16 @@ def freeze_backbone(net: Backbone) -> None:
     keep_frozen_norms_in_eval(net)
 
 
+def freeze_norms(module: nn.Module) -> None:
+    """Fine-tune around the normalisation layers: their affine parameters stop learning and their running statistics
+    stay as pretraining left them (small caption batches make poor batch statistics)."""
+    for m in module.modules():
+        if isinstance(m, _NormBase):
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(False)
+    keep_frozen_norms_in_eval(module)
+
+
 def keep_frozen_norms_in_eval(module: nn.Module) -> None:
     """Put back in eval mode every BatchNorm whose affine parameters are all frozen; call it after `.train()`."""
     for m in module.modules():

@@ -55,6 +55,7 @@ class Captioner(L.LightningModule):
         scheduler: Callable[..., dict[str, Any]] | None = None,
         embed_dim: int = 256,
         freeze_encoder: bool = False,
+        freeze_encoder_norms: bool = False,
         encoder_lr_scale: float = 0.1,
         beam_size: int = 3,
         val_beam_size: int = 1,
@@ -68,7 +69,8 @@ class Captioner(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "vocab"], logger=False)
         self.vocab = vocab
         reads = hydra.utils.get_class(decoder["_target_"]).reads
-        self.encoder = CaptionEncoder(net, reads, embed_dim, freeze=freeze_encoder)
+        self.encoder = CaptionEncoder(net, reads, embed_dim, freeze=freeze_encoder,
+                                      frozen_norms=freeze_encoder_norms)
         self.decoder: CaptionDecoder = hydra.utils.instantiate(
             decoder, vocab_size=len(vocab), input_dim=self.encoder.output_dim
         )
