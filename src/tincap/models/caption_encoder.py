@@ -46,7 +46,7 @@ class CaptionEncoder(nn.Module):
         super().train(mode)
         if self.freeze:
             self.backbone.eval()
-        keep_frozen_norms_in_eval(self.backbone)  # a backbone frozen but for its head (model.freeze_backbone)
+        keep_frozen_norms_in_eval(self.backbone)  # model.freeze_backbone, or task.freeze_encoder_norms
         return self
 
     def feature_map(self, images: Tensor) -> Tensor:
