@@ -80,7 +80,6 @@ def test_encoder_shapes_and_freeze() -> None:
     assert trainable.backbone.training and trainable(x).requires_grad
 
 
-
 def test_fine_tuned_encoder_with_frozen_norms_keeps_pretrained_statistics() -> None:
     torch.manual_seed(0)
     backbone = CNN(5, widths=(8, 16), batch_norm=True)
@@ -98,6 +97,7 @@ def test_fine_tuned_encoder_with_frozen_norms_keeps_pretrained_statistics() -> N
     assert all(c.weight.requires_grad and c.weight.grad is not None for c in convs)
     trained = CaptionEncoder(CNN(5, widths=(8, 16), batch_norm=True), "spatial").train()
     assert all(m.training and m.weight.requires_grad for m in trained.modules() if isinstance(m, nn.BatchNorm2d))
+
 
 def test_decoders_declare_what_they_read() -> None:
     assert RNNDecoder.reads == "global" and AttentionDecoder.reads == "spatial"

@@ -246,7 +246,6 @@ def test_frozen_encoder_trains_the_decoder_on_cached_features(compose_train) -> 
     assert not any(p.requires_grad for p in task.encoder.backbone.parameters())
 
 
-
 @pytest.mark.parametrize("frozen_norms", [True, False])
 def test_fine_tuned_encoder_keeps_its_norms_only_when_asked(compose_train, frozen_norms: bool) -> None:
     """task.freeze_encoder_norms=true fine-tunes the encoder's convolutions around BatchNorm layers that keep their
