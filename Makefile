@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install train test test-slurm test-full bench clean-cache
+.PHONY: install train test test-slurm test-full bench docs clean-cache
 
 install: $(STAMP)
 
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -e '.[dev,export,demo,trackers]'
+	$(PY) -m pip install -e '.[dev,export,demo,trackers,docs]'
 	touch $(STAMP)
 
 train: install
@@ -30,6 +30,10 @@ test-full: install
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+
+# the documentation site on http://127.0.0.1:8000 (mkdocs.yml, docs/)
+docs: install
+	$(VENV)/bin/mkdocs serve
 
 clean-cache:
 	rm -rf .cache

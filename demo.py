@@ -1,22 +1,8 @@
-"""python demo.py ckpt_path=<classifier or captioner .ckpt> [examples=<folder>] [port=0]: a local web page."""
+"""python demo.py ckpt_path=... [examples=<folder>]: a local web page for a checkpoint."""
 
-import os
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-import tincap  # noqa: F401 - registers the config resolvers before Hydra composes
-
-os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="demo")
-def main(cfg: DictConfig) -> None:
-    from tincap.demo.server import run, serve
-
-    serve(run(cfg))
-
+from tincap.commands import demo
 
 if __name__ == "__main__":
-    main()
+    demo.main(Path(__file__).resolve().parent)

@@ -7,7 +7,7 @@ Then `fit/tin30_epoch` (one epoch of experiment=tin30_cnn as train.py runs it), 
 `eval/plain` (the cost of flip test-time augmentation), `step/compiled` beside `step/fp32_channels_last`, and, when
 CUDA is present, `gpu/loader` (img/s into device memory: host augmentation, device augmentation, data on the device),
 `gpu/step` (bf16, with and without torch.compile) and `gpu/epoch`.
-Never fails on a timing; uses ../shared/data/tinyimagenet30 (or $TINCAP_SHARED_DATA) and the generated shapes
+Stdout holds the JSON lines alone. Never fails on a timing; uses ../shared/data/tinyimagenet30 (or $TINCAP_SHARED_DATA) and the generated shapes
 when that is absent.
 """
 
@@ -31,18 +31,30 @@ from torchvision import datasets, transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from tincap.callbacks import Throughput  # noqa: E402
-from tincap.data.base import ClassificationDataModule  # noqa: E402
+from tincap.data.classification import ClassificationDataModule  # noqa: E402
 from tincap.data.shapes import ShapesData  # noqa: E402
 from tincap.data.tin30 import TinyImageNet30  # noqa: E402
 from tincap.models.cnn import CNN  # noqa: E402
+from tincap.runtime.callbacks import Throughput  # noqa: E402
 from tincap.tasks.classifier import Classifier  # noqa: E402
 
 AUG = {"crop_padding": 4, "flip": True}
 
 
+# stdout holds the JSON records alone (`make bench | jq` works); progress bars, tables and logs go to stderr
+JSON_OUT = sys.stdout
+
+
 def emit(**record: object) -> None:
-    print(json.dumps(record), flush=True)
+    print(json.dumps(record), file=JSON_OUT, flush=True)
+
+
+def json_only_stdout() -> None:
+    """Keep the real stdout for `emit`, and send everything else written there (by Python or a library) to stderr."""
+    global JSON_OUT
+    sys.stdout.flush()
+    JSON_OUT = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
 
 
 def datamodule(args: argparse.Namespace) -> L.LightningDataModule:
@@ -224,7 +236,7 @@ def compose_experiment(*overrides: str) -> Any:
 def epoch_seconds(name: str, args: argparse.Namespace, *overrides: str) -> None:
     """One epoch of experiment=tin30_cnn through train.py's own `train`: training-step seconds, and the whole epoch's
     wall time with its validation (training seconds extrapolated to a full epoch when --epoch-steps limits the steps)."""
-    from tincap.train import train
+    from tincap.commands.train import train
 
     shared = Path(os.environ.get("TINCAP_SHARED_DATA", REPO.parent / "shared" / "data")) / "tinyimagenet30"
     if args.quick:  # a whole train.py run: not for a smoke run
@@ -330,6 +342,7 @@ def main() -> None:
                         help="only the GPU rows (a GPU machine lent for minutes need not time the CPU rows)")
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
+    json_only_stdout()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 4  # emulated bf16: slow
         args.timm_batch_size = 2

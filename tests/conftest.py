@@ -16,6 +16,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+import tincap  # noqa: F401 - registers the config resolvers that compose_train's configs use
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
@@ -126,7 +128,7 @@ def tin30_classifier(tin30_small: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def flickr8k_captioner(flickr8k_small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Checkpoint of a real `experiment=flickr8k_imagenet` run (ImageNet-pretrained EfficientNet-Lite0, frozen, at
+    """Checkpoint of a real `experiment=flickr8k_attention_imagenet` run (ImageNet-pretrained EfficientNet-Lite0, frozen, at
     128 px; a 128-wide attention LSTM) trained 2 epochs on flickr8k_small: ~30 s on 2 idle cores.
 
     Its captions vary with the image (45 distinct greedy, 42 beam-3 on the 100 dev images when measured), so tests
@@ -141,11 +143,11 @@ def flickr8k_captioner(flickr8k_small: Path, tmp_path_factory: pytest.TempPathFa
         pytest.skip(f"shared ImageNet weights not found at {weights} (set TINCAP_WEIGHTS or place them at "
                     "../shared/weights)")
     base = tmp_path_factory.mktemp("flickr8k_captioner")
-    proc = scripts.run("train.py", "experiment=flickr8k_imagenet", f"data.root={flickr8k_small}", "data.image_size=128",
+    proc = scripts.run("train.py", "experiment=flickr8k_attention_imagenet", f"data.root={flickr8k_small}", "data.image_size=128",
                        "task.decoder.embed_dim=128", "task.decoder.hidden_dim=128", "task.decoder.attention_dim=128",
                        "task.decoder.dropout=0", "data.min_freq=2", "data.max_len=16", "data.batch_size=8",
                        "optimizer.lr=3e-3", "scheduler=none", "trainer.max_epochs=2",
-                       "trainer.check_val_every_n_epoch=2", "test=false", f"model.weights_path={weights}",
+                       "trainer.check_val_every_n_epoch=2", "test=false", f"init.weights_path={weights}",
                        f"paths.log_dir={base / 'logs'}", f"paths.cache_dir={base / 'cache'}")
     return Path(scripts.closing(proc)["best checkpoint"])
 

@@ -16,9 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from tincap.data.imagefolder import ImageFolderData
+from tincap.data.input_spec import InputSpec
 from tincap.evaluation.gradcam import cam_layer, grad_cams
-from tincap.models import build_network, construct_network
-from tincap.models.backbone import BACKBONE_MEMBERS, InputSpec, check_backbone
+from tincap.models import construct_network
+from tincap.models.backbone import BACKBONE_MEMBERS, check_backbone
+from tincap.models.initialisation import Initialisation, build_network
 from tincap.tasks.classifier import Classifier, param_groups
 from tincap.tasks.schedules import scale_group_lrs
 
@@ -102,14 +104,14 @@ def test_mlp_and_vit_declare_what_they_lack() -> None:
 
 
 def test_fixed_size_architecture_refuses_another_image_size(compose_train, tmp_path: Path) -> None:
-    from tincap.train import build_task
+    from tincap.commands.train import build_task
 
     cfg = compose_train("data=shapes", "data.n_per_class=2", "data.image_size=64", "model=timm",
                         "model.arch=vit_tiny_patch16_224")
     import hydra
 
     dm = hydra.utils.instantiate(cfg.data)
-    with pytest.raises(ValueError, match=r"model timm only takes 224x224 images, but data.image_size=64; "
+    with pytest.raises(ValueError, match=r"model vit_tiny_patch16_224 only takes 224x224 images, but data.image_size=64; "
                                          r"set data.image_size=224"):
         build_task(cfg, dm)
     spec = InputSpec(size=64, fixed_size=True)
@@ -132,7 +134,7 @@ def test_pretrained_true_offline_fails_at_once_naming_weights_path(tmp_path: Pat
     assert proc.returncode != 0
     err = proc.stdout + proc.stderr
     assert "model.pretrained=true: could not download timm's weights for resnet18" in err
-    assert "model.weights_path=/path/to/resnet18.pth" in err
+    assert "init.weights_path=/path/to/resnet18.pth" in err
 
 
 def test_timm_state_dict_loads_whole_and_replaces_the_head(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -142,16 +144,18 @@ def test_timm_state_dict_loads_whole_and_replaces_the_head(tmp_path: Path, caplo
     ref = timm.create_model("resnet18", num_classes=1000)
     torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
     with caplog.at_level(logging.INFO):
-        net = build_network(model_cfg("timm", arch="resnet18", weights_path=str(tmp_path / "resnet18.pth")), 30)
+        net = build_network(model_cfg("timm", arch="resnet18"), 30,
+                            Initialisation(weights_path=str(tmp_path / "resnet18.pth")))
     own = net.model.state_dict()
     assert all(torch.equal(own[k], v) for k, v in ref.state_dict().items() if not k.startswith("fc."))
     assert net.head.out_features == 30 and torch.count_nonzero(net.head.weight) == 0
     assert "replaced its head (1000 classes) by a new zero-initialised 30-class head" in caplog.text
     # a tincap checkpoint of the same network loads too, head included when the class count matches
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                "hyper_parameters": {"model_cfg": {"name": "timm"}, "data_info": {"image_size": 96, "dataset": "tin30"}}},
+                "hyper_parameters": {"model_cfg": model_cfg("timm", arch="resnet18"), "data_info": {"image_size": 96, "dataset": "tin30"}}},
                tmp_path / "run.ckpt")
-    again = build_network(model_cfg("timm", arch="resnet18", weights_path=str(tmp_path / "run.ckpt")), 30)
+    again = build_network(model_cfg("timm", arch="resnet18"), 30,
+                          Initialisation(weights_path=str(tmp_path / "run.ckpt")))
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
     assert again.input_spec.size == 96  # fed as the checkpoint's own data was
 
@@ -161,13 +165,13 @@ def test_weights_of_another_architecture_list_the_keys(tmp_path: Path) -> None:
 
     torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError) as err:
-        build_network(model_cfg("timm", arch="resnet34", weights_path=str(tmp_path / "r18.pth")), 10)
+        build_network(model_cfg("timm", arch="resnet34"), 10, Initialisation(weights_path=str(tmp_path / "r18.pth")))
     message = str(err.value)
-    assert "r18.pth does not fit model timm" in message
+    assert "r18.pth does not fit model resnet34" in message
     assert "missing key(s): " in message and "layer1.2.conv1.weight" in message
     torch.save({"extra.weight": torch.zeros(3), **timm.create_model("resnet18").state_dict()}, tmp_path / "extra.pth")
     with pytest.raises(ValueError, match=r"1 unexpected key\(s\): .*extra.weight"):
-        build_network(model_cfg("timm", arch="resnet18", weights_path=str(tmp_path / "extra.pth")), 10)
+        build_network(model_cfg("timm", arch="resnet18"), 10, Initialisation(weights_path=str(tmp_path / "extra.pth")))
 
 
 def fit_a_few_steps(net: nn.Module, size: int, classes: int = 3) -> None:
@@ -188,7 +192,7 @@ def test_frozen_backbone_keeps_its_batchnorm_statistics(name: str) -> None:
     size = min(size, 32)
     cfg = {**cfg, **({"image_size": size} if name == "mlp" else {})}
     torch.manual_seed(0)
-    frozen = build_network({**cfg, "freeze_backbone": True}, 3)
+    frozen = build_network(cfg, 3, Initialisation(freeze_backbone=True))
     before, head_before = norm_buffers(frozen), frozen.head.weight.clone()
     assert before
     fit_a_few_steps(frozen, size)
@@ -225,9 +229,8 @@ def test_gradcam_on_a_timm_model() -> None:
 
 def test_shared_imagenet_weights_classify_imagenette(imagenette_root: Path) -> None:
     """The shared EfficientNet-Lite0 through tincap's own loading and preprocessing: >= 0.95 on Imagenette val."""
-    cfg = model_cfg("timm", arch="tf_efficientnet_lite0", weights_path=str(shared_weights()),
-                    mean=[127 / 255] * 3, std=[128 / 255] * 3)
-    net = build_network(cfg, 1000).eval()
+    cfg = model_cfg("timm", arch="tf_efficientnet_lite0", mean=[127 / 255] * 3, std=[128 / 255] * 3)
+    net = build_network(cfg, 1000, Initialisation(weights_path=str(shared_weights()))).eval()
     dm = ImageFolderData(root=imagenette_root, image_size=None, batch_size=50, cache_dir=None)
     dm.feed(net.input_spec, "timm")
     assert dm.image_size == 224

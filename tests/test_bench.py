@@ -1,4 +1,5 @@
-"""`make bench` prints the promised JSON records (a smoke run with tiny step counts; timings are not judged)."""
+"""`make bench` prints the promised JSON records, and nothing else, on stdout (a smoke run with tiny step counts;
+timings are not judged)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def test_bench_quick_prints_json_records(tin30_small: Path, tmp_path: Path) -> N
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick"], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env={**os.environ, "TINCAP_SHARED_DATA": str(shared)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in proc.stdout.splitlines()]  # stdout is JSON lines alone: `| jq` works
     by_name = {r["name"]: r for r in records}
     for name in ("loader/hdf5", "loader/imagefolder", "fit/tincap", "fit/plain_loop", "step/fp32",
                  "step/bf16_channels_last", "step/cnn_64px", "step/timm_tf_efficientnet_lite0_64px",

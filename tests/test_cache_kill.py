@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tincap import atomic
-from tincap.atomic import atomic_write_bytes, remove_dead_temps
 from tincap.data.cache import cached_decode
 from tincap.data.caption_datamodule import CaptionData
+from tincap.runtime import atomic
+from tincap.runtime.atomic import atomic_write_bytes, remove_dead_temps
 
 # Builds an image cache with every HDF5 dataset write followed by a long sleep, so it can be killed mid-write.
 SLOW_BUILD = r"""

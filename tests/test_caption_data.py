@@ -25,7 +25,7 @@ from tincap.data.caption_files import (
     split_by_image,
 )
 from tincap.data.vocab import Vocabulary, tokenize
-from tincap.errors import InvalidInput, MissingInput, UserError
+from tincap.runtime.errors import InvalidInput, MissingInput, UserError
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 6  # the sample: all rows of the first few images, including CSV-quoted captions with commas
@@ -140,9 +140,9 @@ def test_real_coco_mini(coco_root: Path) -> None:
 
 def test_real_flickr8k(flickr_root: Path) -> None:
     records = read_captions(flickr_root)
-    assert len(records) == 20_000
+    assert len(records) == 35_000
     per_image = Counter(r.image for r in records)
-    assert len(per_image) == 4_000
+    assert len(per_image) == 7_000
     assert set(per_image.values()) == {5}
     assert images_without_captions(flickr_root, records) == []
     assert all(r.caption == r.caption.strip() and r.caption for r in records)
@@ -223,14 +223,14 @@ def test_split_real_flickr8k(flickr_root: Path) -> None:
     train_list = set((flickr_root / "Flickr_8k.trainImages.txt").read_text().split())
     dev_list = set((flickr_root / "Flickr_8k.devImages.txt").read_text().split())
     assert set(splits["test"]) == dev_list and len(dev_list) == 1_000
-    assert set(splits["train"]) | set(splits["val"]) == train_list and len(train_list) == 3_000
-    assert len(splits["val"]) == 300 and len(splits["train"]) == 2_700
+    assert set(splits["train"]) | set(splits["val"]) == train_list and len(train_list) == 6_000
+    assert len(splits["val"]) == 600 and len(splits["train"]) == 5_400
     sets = {k: set(v) for k, v in splits.items()}
     assert not (sets["train"] & sets["val"] or sets["train"] & sets["test"] or sets["val"] & sets["test"])
     assert split_by_image(records, flickr_root, seed=0) == splits
 
     by_split = records_by_split(records, splits)
-    assert {k: len(v) for k, v in by_split.items()} == {"train": 13_500, "val": 1_500, "test": 5_000}
+    assert {k: len(v) for k, v in by_split.items()} == {"train": 27_000, "val": 3_000, "test": 5_000}
     vocab = Vocabulary.build(r.caption for r in by_split["train"])
     # Replace every test caption: a vocabulary built from the train split must not change.
     altered = [r if r.image not in sets["test"] else CaptionRecord(r.image, "qqtestonly word") for r in records]

@@ -14,16 +14,16 @@ import torch
 from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tincap.caption import caption_files
-from tincap.checkpoints import load_captioner
+from tincap.commands.train import build_task
 from tincap.data.caption_datamodule import CaptionData
 from tincap.data.image_files import image_paths
 from tincap.data.transforms import BatchTransform
+from tincap.inference.torch_backend import caption_files
 from tincap.models.caption_search import beam_search, greedy_decode
 from tincap.models.cnn import CNN
 from tincap.models.digest import state_digest
 from tincap.tasks.captioner import Captioner
-from tincap.train import build_task
+from tincap.tasks.loading import load_task
 
 DIVERSITY_KEYS = ["distinct_captions", "vocab_used", "novel_ratio", "mean_length"]
 CAPTION_KEYS = ["test/bleu1", "test/bleu2", "test/bleu3", "test/bleu4", "test/cider", "test/cosine",
@@ -49,7 +49,7 @@ def coco_run(coco_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("coco_run")
     data = link_caption_folder(coco_root, base / "coco")
     # BLEU-4 is still 0 after two epochs this small, so CIDEr-D picks the best epoch
-    proc = run("train.py", "experiment=shapes_caption", "data=captions", f"data.root={data}", *TINY,
+    proc = run("train.py", "experiment=shapes_attention", "data=captions", f"data.root={data}", *TINY,
                "trainer.max_epochs=2", "data.batch_size=16", "optimized_metric=val/cider", f"paths.log_dir={base / 'logs'}",
                f"paths.cache_dir={base / 'cache'}")
     found = closing(proc)
@@ -119,10 +119,10 @@ def test_eval_takes_dataset_and_vocabulary_from_the_checkpoint(coco_run: dict) -
 
 def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
     proc = run("eval.py", f"ckpt_path={coco_run['ckpt']}", f"data.root={coco_run['data']}", "trainer.precision=32",
-               "beam=1", f"paths.log_dir={coco_run['base'] / 'eval_logs'}", f"paths.cache_dir={coco_run['base'] / 'cache'}")
+               "task.beam=1", f"paths.log_dir={coco_run['base'] / 'eval_logs'}", f"paths.cache_dir={coco_run['base'] / 'cache'}")
     with open(Path(closing(proc)["Run dir"]) / "captions_test.csv", newline="") as fh:
         written = [r["generated"] for r in csv.DictReader(fh)]
-    task = load_captioner(coco_run["ckpt"]).eval()
+    task = load_task(coco_run["ckpt"], Captioner).eval()
     info = task.hparams.data_info
     dm = CaptionData(root=coco_run["data"], image_size=info["image_size"], max_len=info["max_len"])
     dm.load_state_dict({"vocab": task.vocab.state_dict()})
@@ -134,14 +134,14 @@ def test_eval_beam_1_is_greedy(coco_run: dict) -> None:
 @pytest.mark.slow  # ~40 s on 2 cores; beam search with a length penalty is unit-tested in test_caption_models.py
 def test_eval_chooses_beam_and_length_penalty_on_validation(flickr8k_captioner: Path, flickr8k_small: Path,
                                                             tmp_path: Path) -> None:
-    """`eval.py split=val beam=3 length_penalty=2` decodes validation by beam search with that GNMT penalty, not
+    """`eval.py split=val task.beam=3 task.length_penalty=2` decodes validation by beam search with that GNMT penalty, not
     greedily (the checkpoint's val_beam_size) with the checkpoint's 0; the penalty favours longer captions."""
-    hparams = load_captioner(flickr8k_captioner).hparams
+    hparams = load_task(flickr8k_captioner, Captioner).hparams
     assert (hparams.val_beam_size, hparams.length_penalty) == (1, 0.0)
     written = {}
     for beam, penalty in (("null", "null"), ("3", "null"), ("3", "2")):
         proc = run("eval.py", f"ckpt_path={flickr8k_captioner}", f"data.root={flickr8k_small}", "split=val",
-                   f"beam={beam}", f"length_penalty={penalty}", f"paths.log_dir={tmp_path / beam / penalty}",
+                   f"task.beam={beam}", f"task.length_penalty={penalty}", f"paths.log_dir={tmp_path / beam / penalty}",
                    f"paths.cache_dir={tmp_path / 'cache'}")
         run_dir = Path(closing(proc)["Run dir"])
         with open(run_dir / "captions_val.csv", newline="") as fh:
@@ -172,7 +172,7 @@ def test_caption_py_needs_only_the_checkpoint(coco_run: dict, tmp_path: Path) ->
     assert "broken.jpg" in proc.stderr and "unreadable" in proc.stderr
     with open(tmp_path / "captions.csv", newline="") as fh:
         rows = [(r["image"], r["caption"]) for r in csv.DictReader(fh)]
-    task = load_captioner(ckpt)
+    task = load_task(ckpt, Captioner)
     expected = [(p.name, c) for p, c in caption_files(task, image_paths(images), beam=2)]
     assert [tuple(p) for p in printed] == rows == expected
     assert [name for name, _ in rows] == sorted(f.name for f in images.iterdir() if f.name != "broken.jpg")
@@ -189,7 +189,7 @@ def test_caption_py_bad_inputs(coco_run: dict, tmp_path: Path) -> None:
                classifier_like)
     with pytest.raises(ValueError, match=r"not_a_captioner\.ckpt is a classifier checkpoint, but this command needs a "
                                          r"captioner"):
-        load_captioner(classifier_like)
+        load_task(classifier_like, Captioner)
 
 
 # ---------------------------------------------------------------- frozen-encoder feature cache
@@ -234,9 +234,9 @@ def test_feature_cache_is_computed_once_per_encoder(tmp_path: Path) -> None:
 
 
 def test_frozen_encoder_trains_the_decoder_on_cached_features(compose_train) -> None:
-    from tincap.train import train
+    from tincap.commands.train import train
 
-    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
+    cfg = compose_train("experiment=shapes_attention", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
                         "task.freeze_encoder=true")
     metrics, objects = train(cfg)
     task: Captioner = objects["task"]
@@ -250,9 +250,9 @@ def test_frozen_encoder_trains_the_decoder_on_cached_features(compose_train) -> 
 def test_fine_tuned_encoder_keeps_its_norms_only_when_asked(compose_train, frozen_norms: bool) -> None:
     """task.freeze_encoder_norms=true fine-tunes the encoder's convolutions around BatchNorm layers that keep their
     statistics and affine weights (here the fresh ones: mean 0, variance 1, weight 1, bias 0); false trains them."""
-    from tincap.train import train
+    from tincap.commands.train import train
 
-    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
+    cfg = compose_train("experiment=shapes_attention", "debug=fdr", "data.shapes_per_class=3", *TINY[:4],
                         "task.freeze_encoder=false", f"task.freeze_encoder_norms={str(frozen_norms).lower()}")
     _, objects = train(cfg)
     backbone = objects["task"].encoder.backbone
@@ -270,7 +270,7 @@ def test_fine_tuned_encoder_keeps_its_norms_only_when_asked(compose_train, froze
 
 def test_grouped_captions_give_the_same_loss_as_pairs(compose_train) -> None:
     """All K captions of an image in one step equal K (image, caption) pairs: the encoder just runs once."""
-    cfg = compose_train("experiment=shapes_caption", "data.shapes_per_class=2", *TINY[:4],
+    cfg = compose_train("experiment=shapes_attention", "data.shapes_per_class=2", *TINY[:4],
                         "task/decoder=lstm", "task.decoder.dropout=0")
     grouped = _shapes_data(None, group_captions=True)
     torch.manual_seed(0)
@@ -359,12 +359,12 @@ def test_report_shows_caption_scores_and_diversity(coco_run: dict) -> None:
 
 def test_scst_from_a_checkpoint_starts_from_its_weights(coco_run: dict, compose_train) -> None:
     """task.scst.init_from: the run is the SCST stage alone, from that checkpoint's weights and vocabulary."""
-    from tincap.train import train
+    from tincap.commands.train import train
 
     trained = json.loads((coco_run["run_dir"] / "metrics.json").read_text())
-    cfg = compose_train("experiment=shapes_caption", "data=captions", f"data.root={coco_run['data']}", *TINY,
-                        "data.batch_size=16", "task.scst.epochs=1", f"task.scst.init_from={coco_run['ckpt']}",
-                        "trainer.limit_train_batches=0")
+    cfg = compose_train("experiment=shapes_attention", "data=captions", f"data.root={coco_run['data']}", *TINY,
+                        "data.batch_size=16", "task/scst=from_checkpoint", "task.scst.epochs=1",
+                        f"task.scst.init_from={coco_run['ckpt']}", "trainer.limit_train_batches=0")
     metrics, objects = train(cfg)
     assert objects["task"].self_critical and objects["datamodule"].train_items == "images"
     for key in ("val/bleu1", "val/cider", "val/cosine", "val/mean_length"):  # no step taken: the checkpoint's scores
@@ -373,12 +373,13 @@ def test_scst_from_a_checkpoint_starts_from_its_weights(coco_run: dict, compose_
 
 def test_an_scst_checkpoint_is_evaluated_with_its_own_weights(coco_run: dict, compose_train) -> None:
     """eval.py of a task.scst.init_from run's checkpoint decodes with the SCST weights, not init_from's reloaded."""
-    from tincap.checkpoint_eval import evaluate
-    from tincap.train import train
+    from tincap.commands.eval import evaluate
+    from tincap.commands.train import train
 
     data = f"data.root={coco_run['data']}"
-    cfg = compose_train("experiment=shapes_caption", "data=captions", data, *TINY, "data.batch_size=16",
-                        "task.scst.epochs=1", f"task.scst.init_from={coco_run['ckpt']}", "task.scst.lr=0.05")
+    cfg = compose_train("experiment=shapes_attention", "data=captions", data, *TINY, "data.batch_size=16",
+                        "task/scst=from_checkpoint", "task.scst.epochs=1", f"task.scst.init_from={coco_run['ckpt']}",
+                        "task.scst.lr=0.05")
     tested, objects = train(cfg)
     before = torch.load(coco_run["ckpt"], map_location="cpu", weights_only=False)["state_dict"]
     after = torch.load(objects["best_ckpt"], map_location="cpu", weights_only=False)["state_dict"]
@@ -390,7 +391,7 @@ def test_an_scst_checkpoint_is_evaluated_with_its_own_weights(coco_run: dict, co
 
 
 def test_scst_stage_follows_cross_entropy_in_the_same_run(tmp_path: Path) -> None:
-    args = ("experiment=shapes_caption", "data.shapes_per_class=2", *TINY[:4], "task.decoder.attention_dim=32",
+    args = ("experiment=shapes_attention", "data.shapes_per_class=2", *TINY[:4], "task.decoder.attention_dim=32",
             "data.image_size=32", "trainer.precision=32", "trainer.max_epochs=1", "task.scst.epochs=2",
             "task.scst.samples=2", f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
     run_dir = Path(closing(run("train.py", *args))["Run dir"])
@@ -408,15 +409,15 @@ def test_scst_stage_follows_cross_entropy_in_the_same_run(tmp_path: Path) -> Non
 
 def test_imagenet_experiment_captions_with_the_shared_weights_frozen(coco_root: Path, compose_train,
                                                                      tmp_path: Path) -> None:
-    """experiment=flickr8k_imagenet through the backbone contract: the shared EfficientNet-Lite0 at its own 224 px
+    """experiment=flickr8k_attention_imagenet through the backbone contract: the shared EfficientNet-Lite0 at its own 224 px
     and mean/std, its 7x7x1280 maps cached once, an attention decoder sized from them."""
     from test_backbones import shared_weights
 
-    from tincap.train import train
+    from tincap.commands.train import train
 
     weights = shared_weights()
     data = link_caption_folder(coco_root, tmp_path / "coco")
-    cfg = compose_train("experiment=flickr8k_imagenet", f"data.root={data}", f"model.weights_path={weights}",
+    cfg = compose_train("experiment=flickr8k_attention_imagenet", f"data.root={data}", f"init.weights_path={weights}",
                         "debug=fdr", "data.min_freq=1", "task.decoder.embed_dim=16", "task.decoder.hidden_dim=16",
                         "task.decoder.attention_dim=16", "trainer.precision=32")
     metrics, objects = train(cfg)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tincap.commands.train import train
 from tincap.tasks.captioner import Captioner
-from tincap.train import train
 
 DECODERS = {
     "rnn": ["task/decoder=rnn"],
@@ -20,7 +20,7 @@ DECODERS = {
 
 @pytest.mark.parametrize("decoder", sorted(DECODERS))
 def test_fast_dev_run_each_decoder(compose_train, decoder: str) -> None:
-    cfg = compose_train("experiment=shapes_caption", "debug=fdr", "data.shapes_per_class=4", "model.widths=[8,16,32,64]",
+    cfg = compose_train("experiment=shapes_attention", "debug=fdr", "data.shapes_per_class=4", "model.widths=[8,16,32,64]",
                         "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.embed_dim=32",
                         *DECODERS[decoder])
     metrics, objects = train(cfg)
@@ -34,7 +34,7 @@ def test_fast_dev_run_each_decoder(compose_train, decoder: str) -> None:
 
 def test_coco_folder_trains_one_batch(compose_train, coco_root: Path) -> None:
     root = coco_root
-    cfg = compose_train("experiment=shapes_caption", "data=captions", f"data.root={root}", "data.image_size=64",
+    cfg = compose_train("experiment=shapes_attention", "data=captions", f"data.root={root}", "data.image_size=64",
                         "debug=fdr", "model.widths=[8,16,32,64]", "task.decoder.hidden_dim=32", "data.min_freq=1")
     metrics, objects = train(cfg)
     dm = objects["datamodule"]

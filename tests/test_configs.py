@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from lightning.pytorch.callbacks import (
 )
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from tincap import resolvers
-from tincap.errors import InvalidInput
-from tincap.models import INIT_KEYS, build_network
-from tincap.resolvers import by_precision
+from tincap.commands.train import instantiate_all
+from tincap.models.initialisation import build_network
+from tincap.runtime import resolvers
+from tincap.runtime.errors import InvalidInput
+from tincap.runtime.renames import RENAMED_OPTIONS
+from tincap.runtime.resolvers import by_precision
+from tincap.runtime.trainers import make_trainer
 from tincap.tasks.self_critical import ScstSettings
-from tincap.train import instantiate_all
-from tincap.trainers import make_trainer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -97,7 +99,8 @@ def target_parameters(target: str) -> set[str] | None:
 
 
 def unconsumed_keys(cfg: DictConfig) -> list[str]:
-    """Keys under a `_target_` that its constructor does not take: set, but read by nothing."""
+    """Keys under a `_target_` that its constructor does not take: set, but read by nothing (the model group included:
+    it holds only what the network's constructor takes)."""
     dead: list[str] = []
 
     def walk(node: Any, path: str) -> None:
@@ -105,9 +108,7 @@ def unconsumed_keys(cfg: DictConfig) -> list[str]:
             return
         if "_target_" in node:
             taken = target_parameters(node["_target_"])
-            read_elsewhere = INIT_KEYS if path == "model" else ()  # tincap.models reads these, not the constructor
-            dead.extend(f"{path}.{k}" for k in node if not k.startswith("_") and taken is not None
-                        and k not in taken and k not in read_elsewhere)
+            dead.extend(f"{path}.{k}" for k in node if not k.startswith("_") and taken is not None and k not in taken)
         for key, value in node.items():
             walk(value, f"{path}.{key}" if path else key)
 
@@ -116,7 +117,7 @@ def unconsumed_keys(cfg: DictConfig) -> list[str]:
 
 
 def test_groups_exist() -> None:
-    for group in ("data", "model", "task", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths",
+    for group in ("data", "model", "init", "task", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths",
                   "hydra", "experiment", "debug"):
         assert options(group), f"config group {group} has no options"
 
@@ -181,6 +182,23 @@ def test_experiments_compose_to_what_they_set(compose_train, experiment: str) ->
     assert unconsumed_keys(cfg) == []
 
 
+# <data>_<model>[_<init>][_<variant>]: what it trains on, the network (a captioner's decoder), where its weights
+# start when not from scratch, and what sets it apart from the experiment it extends
+EXPERIMENT_NAME = re.compile(r"(shapes|tin30|cifar10|flickr8k|imagefolder)_(cnn|mlp|alexnet|resnet18|effnet|lstm|"
+                             r"attention)(_(tin30|imagenet))?(_(aug|full|probe|scst))?")
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_names_follow_one_grammar(experiment: str) -> None:
+    assert EXPERIMENT_NAME.fullmatch(experiment), f"{experiment} is not <data>_<model>[_<init>][_<variant>]"
+
+
+def test_renamed_options_point_at_options_that_exist() -> None:
+    for group, renamed in RENAMED_OPTIONS.items():
+        for old, new in renamed.items():
+            assert not (CONF / group / f"{old}.yaml").exists() and (CONF / group / f"{new}.yaml").is_file(), old
+
+
 def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     """Spot checks that the composed values are what gets built, not only what the config holds."""
     cfg = compose_train("experiment=tin30_cnn_aug", "trainer.precision=32-true")
@@ -192,13 +210,13 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     assert isinstance(opt, torch.optim.SGD)
     assert opt.defaults["lr"] == 0.1 and opt.defaults["weight_decay"] == 5.0e-4 and opt.defaults["nesterov"]
     assert cfg.scheduler._target_.endswith("onecycle") and cfg.scheduler.pct_start == 0.25
-    cfg = compose_train("experiment=cifar10_scratch")
-    assert cfg.model.weights_path is None  # finetune_from: null, through the parent's ${finetune_from}
+    cfg = compose_train("experiment=cifar10_cnn")
+    assert cfg.init.weights_path is None  # the control of cifar10_cnn_tin30: from scratch
     assert cfg.data._target_ == "tincap.data.cifar10.CIFAR10" and cfg.data.image_size == 32
-    cfg = compose_train("experiment=flickr8k_imagenet_scst", "scst_from=xe.ckpt")
+    cfg = compose_train("experiment=flickr8k_attention_imagenet_scst", "task.scst.init_from=xe.ckpt")
     assert ScstSettings(**OmegaConf.to_container(cfg.task.scst, resolve=True)) == ScstSettings(
         epochs=2, init_from="xe.ckpt", temperature=0.5, baseline="mean", lr=5.0e-5, ce_weight=0.05)
-    assert cfg.data.batch_size == 8 and cfg.model.weights_path.endswith("tf_efficientnet_lite0_imagenet.pth")
+    assert cfg.data.batch_size == 8 and cfg.init.weights_path.endswith("tf_efficientnet_lite0_imagenet.pth")
 
 
 @pytest.mark.parametrize(("precision", "widths", "epochs", "mix_prob", "decay"),
@@ -219,8 +237,8 @@ def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widt
     OmegaConf.resolve(job)  # what `python train.py ... --cfg job --resolve` prints
     assert list(job.model.widths) == widths
     assert net.head.in_features == widths[-1]
-    for experiment, weights in (("cifar10_finetune", "finetune_from"), ("flickr8k_lstm_tin30", "encoder_from")):
-        loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", f"{weights}=null")
+    for experiment in ("cifar10_cnn_tin30", "flickr8k_lstm_tin30"):
+        loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", "init.weights_path=null")
         assert OmegaConf.to_container(loading.model, resolve=True) == OmegaConf.to_container(cfg.model, resolve=True)
 
 
@@ -237,9 +255,9 @@ def test_trainer_warns_of_bf16_emulated_on_the_cpu(monkeypatch, caplog, precisio
                                                   warned: bool) -> None:
     """A user who forces bf16 on a CPU that emulates it is told why every step is slow and that the recipe grew."""
     monkeypatch.setattr(resolvers, "cpu_has_native_bf16", lambda: native)
-    with caplog.at_level("WARNING", logger="tincap.trainers"):
+    with caplog.at_level("WARNING", logger="tincap.runtime.trainers"):
         make_trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False)
-    said = [r.getMessage() for r in caplog.records if r.name == "tincap.trainers"]
+    said = [r.getMessage() for r in caplog.records if r.name == "tincap.runtime.trainers"]
     assert bool(said) == warned
     assert not said or said[0].startswith(f"trainer.precision={precision} on a CPU without native bf16")
 

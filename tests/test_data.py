@@ -15,16 +15,16 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-import tincap.progress
-from tincap.data.base import stratified_split
+import tincap.runtime.progress
 from tincap.data.cache import cached_decode, decode_files, decode_image, fingerprint
 from tincap.data.caption_datamodule import CaptionData
 from tincap.data.cifar10 import CIFAR10
 from tincap.data.imagefolder import ImageFolderData
 from tincap.data.shapes import ShapesData
+from tincap.data.splits import stratified_split
 from tincap.data.tin30 import TinyImageNet30
 from tincap.data.transforms import BatchTransform, random_crop
-from tincap.errors import InvalidInput, MissingInput, UserError
+from tincap.runtime.errors import InvalidInput, MissingInput, UserError
 
 
 def copy_tin30(src: Path, dst: Path, per_class: int = 3, classes: int = 30) -> Path:
@@ -348,10 +348,10 @@ def test_shapes_at_a_size_too_small_to_draw() -> None:
 def test_decoding_reports_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     files = write_pngs(tmp_path / "imgs", 7)
-    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 60.0)
+    monkeypatch.setattr(tincap.runtime.progress, "SHOW_AFTER_S", 60.0)
     decode_files(files, 16, threads=3, description="my set")
     assert capsys.readouterr().err == ""  # loops quicker than SHOW_AFTER_S stay silent
-    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(tincap.runtime.progress, "SHOW_AFTER_S", 0.0)
     decoded = decode_files(files, 16, threads=3, description="my set")
     captured = capsys.readouterr()
     np.testing.assert_array_equal(decoded.images, np.stack([decode_image(f, 16) for f in files]))
@@ -362,7 +362,7 @@ def test_decoding_reports_progress(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_shapes_generation_reports_progress(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(tincap.runtime.progress, "SHOW_AFTER_S", 0.0)
     ShapesData(n_per_class=2, image_size=16).setup()
     (line,) = capsys.readouterr().err.splitlines()
     assert re.match(r"drawing shapes\b.* 60/60 ", line), line
@@ -370,13 +370,13 @@ def test_shapes_generation_reports_progress(capsys: pytest.CaptureFixture[str], 
 
 def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     console = Console(record=True, force_terminal=True, width=100)
-    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 60.0)
-    with tincap.progress.progress(3, "counting", console=console) as advance:
+    monkeypatch.setattr(tincap.runtime.progress, "SHOW_AFTER_S", 60.0)
+    with tincap.runtime.progress.progress(3, "counting", console=console) as advance:
         for _ in range(3):
             advance(1)
     assert console.export_text() == ""  # done before SHOW_AFTER_S: no bar
-    monkeypatch.setattr(tincap.progress, "SHOW_AFTER_S", 0.0)
-    with tincap.progress.progress(3, "counting", console=console) as advance:
+    monkeypatch.setattr(tincap.runtime.progress, "SHOW_AFTER_S", 0.0)
+    with tincap.runtime.progress.progress(3, "counting", console=console) as advance:
         for _ in range(3):
             advance(1)
     text = console.export_text()

@@ -21,7 +21,7 @@ from omegaconf import open_dict
 from scripts import REPO, stop
 
 from tincap.demo.server import example_images, free_port
-from tincap.errors import InvalidInput
+from tincap.runtime.errors import InvalidInput
 
 URL_LINE = re.compile(r"^Demo: (http://\S+) \| Run dir: ", re.MULTILINE)
 START_S = 180  # a loaded 2-core machine needs ~40 s to import torch, Lightning and Gradio; an idle one ~8 s
@@ -227,7 +227,7 @@ def test_any_free_port_an_address_of_no_machine_and_an_examples_folder_without_i
 
 
 def test_demo_mistakes_are_one_line_before_anything_starts(compose_train, capsys, tmp_path: Path) -> None:
-    from tincap.demo.server import run
+    from tincap.commands.demo import run
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from tincap.data.base import RawBatch
+from tincap.data.arrays import RawBatch
 from tincap.data.shapes import ShapesData
 from tincap.data.transforms import batch_seed
-from tincap.errors import InvalidInput
+from tincap.runtime.errors import InvalidInput
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,12 +36,11 @@ def batches(dm: ShapesData, stage: str) -> list[tuple[Tensor, Tensor]]:
 
 
 @pytest.mark.parametrize("on_device", [False, True], ids=["uint8-batches", "split-on-device"])
-def test_device_path_gives_the_host_batches(cache_dir: Path, monkeypatch: pytest.MonkeyPatch, on_device: bool) -> None:
-    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
-    host, device = shapes(cache_dir), shapes(cache_dir, augment_on="device", on_device=on_device)
+def test_device_path_gives_the_host_batches(cache_dir: Path, on_device: bool) -> None:
+    host, device = shapes(cache_dir, seed=7), shapes(cache_dir, seed=7, augment_on="device", on_device=on_device)
     raw = next(iter(device.train_dataloader()))
     assert isinstance(raw, RawBatch) and (raw.images is None) == on_device
-    assert ("train" in device._on_device) == on_device
+    assert ("train" in device.placed) == on_device
     for stage in ("train", "val", "test"):
         expected, got = batches(host, stage), batches(device, stage)
         assert len(got) == len(expected) > 1
@@ -75,9 +74,9 @@ def test_split_too_big_for_the_gpu_stays_on_the_host(cache_dir: Path, monkeypatc
     dm = shapes(cache_dir, augment_on="device", on_device=True)
     dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10_000, 10**9))
-    with caplog.at_level(logging.WARNING, logger="tincap.data.base"):
+    with caplog.at_level(logging.WARNING, logger="tincap.data.placement"):
         batch = next(iter(dm.train_dataloader()))
-    assert batch.images is not None and batch.images.dtype == torch.uint8 and not dm._on_device
+    assert batch.images is not None and batch.images.dtype == torch.uint8 and not dm.placed
     assert "stays in host memory" in caplog.text
 
 
@@ -95,3 +94,15 @@ def test_impossible_placements_are_refused(kwargs: dict, named: tuple[str, ...])
     with pytest.raises(InvalidInput) as refused:
         ShapesData(**kwargs)
     assert all(text in str(refused.value) for text in named), str(refused.value)
+
+
+def test_the_run_seed_reaches_the_datamodule_as_an_argument(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch order and augmentation follow `seed` (train.py passes its own), not an environment variable."""
+
+    def first_batch(seed: int) -> Tensor:
+        return next(iter(shapes(cache_dir, seed=seed).train_dataloader()))[0]
+
+    reference = first_batch(3)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "99")  # what Lightning's seed_everything sets; read by nothing here
+    assert torch.equal(first_batch(3), reference)
+    assert not torch.equal(first_batch(4), reference)

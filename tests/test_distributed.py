@@ -171,7 +171,7 @@ def test_submitit_local_runs_a_sweep_as_separate_processes(odd_folder: Path, tmp
 
 def test_ddp_captioner_gathers_captions_and_scores_like_one_process(tmp_path: Path) -> None:
     """Each of 9 test images goes to exactly one of 2 processes; the gathered captions score as one process's."""
-    args = ("experiment=shapes_caption", "data.shapes_per_class=3", "model.widths=[8,16,32,64]", "task.embed_dim=32",
+    args = ("experiment=shapes_attention", "data.shapes_per_class=3", "model.widths=[8,16,32,64]", "task.embed_dim=32",
             "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.decoder.attention_dim=32",
             "data.image_size=32", "data.min_freq=1", "trainer.precision=32", f"paths.cache_dir={tmp_path / 'cache'}")
     trained = closing(run("train.py", *args, "trainer.max_epochs=2", *DDP, f"paths.log_dir={tmp_path / 'logs'}"))

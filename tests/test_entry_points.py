@@ -25,7 +25,7 @@ def tin30_run(tin30_small: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 def test_train_prints_config_and_closing_line(tin30_run: dict) -> None:
     proc = tin30_run["proc"]
-    assert "CONFIG" in proc.stdout and "optimizer" in proc.stdout
+    assert "Config (saved as" in proc.stdout and "  optimizer.lr=" in proc.stdout
     run_dir = Path(tin30_run["Run dir"])
     assert run_dir.parent.parent == tin30_run["logs"] / "train"
     assert "tensorboard --logdir" in proc.stdout.strip().splitlines()[-1]

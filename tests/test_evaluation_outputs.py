@@ -12,9 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tincap.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from tincap.errors import InvalidInput
-from tincap.checkpoint_eval import evaluate
+from tincap.commands.eval import evaluate
+from tincap.commands.train import train
 from tincap.evaluation.figures import (
     confusion_matrix_figure,
     per_class_rows,
@@ -24,7 +23,8 @@ from tincap.evaluation.figures import (
     write_per_class_csv,
 )
 from tincap.evaluation.submission import score_submission, write_submission
-from tincap.train import train
+from tincap.runtime.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from tincap.runtime.errors import InvalidInput
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEST_DPI = 60  # keep rendering cheap; the machine is shared with training jobs

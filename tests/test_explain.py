@@ -15,12 +15,13 @@ from PIL import Image
 from scripts import closing, run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tincap.checkpoints import load_classifier
 from tincap.data.image_files import find_images
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import BatchTransform
 from tincap.evaluation.gradcam import cam_layer
 from tincap.models.mlp import MLP
+from tincap.tasks.classifier import Classifier
+from tincap.tasks.loading import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["blue_square", "red_circle"]  # sorted: the label order imagefolder gives them
@@ -75,7 +76,7 @@ def explain(base: Path, ckpt: Path, *overrides: str) -> Path:
 
 def predict(ckpt: Path, files: list[Path]) -> list[str]:
     """The checkpoint's own predictions for image files, computed here without explain.py's code."""
-    task = load_classifier(ckpt).eval()
+    task = load_task(ckpt, Classifier).eval()
     info = task.hparams.data_info
     pixels = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
     x = BatchTransform(train=False, mean=info["mean"], std=info["std"])(pixels.permute(0, 3, 1, 2).contiguous())

@@ -20,27 +20,26 @@ from scripts import closing, finish, start, stop
 from test_configs import unconsumed_keys
 from torch import Tensor, nn
 
-from tincap.backends import TorchBackend
-from tincap.caption import caption_files
-from tincap.checkpoints import load_captioner, load_classifier
 from tincap.data.cache import decode_files
 from tincap.data.image_files import image_paths
+from tincap.data.input_spec import InputSpec
 from tincap.data.transforms import BatchTransform
 from tincap.data.vocab import SPECIALS, Vocabulary
-from tincap.entry import task_wrapper
-from tincap.errors import InvalidInput, MissingInput
 from tincap.export.captioner_graphs import EncoderGraph
 from tincap.export.export_checkpoint import export_task
 from tincap.export.onnx_backend import OnnxBackend
 from tincap.export.onnx_format import OnnxFormat
 from tincap.export.torchscript_format import TorchScriptFormat
-from tincap.models.backbone import InputSpec
+from tincap.inference.backend import top_k_rows
+from tincap.inference.torch_backend import TorchBackend, caption_files, predict_files
 from tincap.models.caption_decoders import select_batch
 from tincap.models.caption_search import greedy_decode
 from tincap.models.cnn import CNN
-from tincap.predict import predict_files, top_k_rows
+from tincap.runtime.entry import task_wrapper
+from tincap.runtime.errors import InvalidInput, MissingInput
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.classifier import Classifier
+from tincap.tasks.loading import load_task
 
 pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
 
@@ -84,7 +83,7 @@ def user_runs(tin30_classifier: Path, flickr8k_captioner: Path, parity_images: l
         exporting = start("export.py", f"ckpt_path={ckpt}", f"paths.log_dir={base / 'logs'}", cwd=base)
         running.callback(stop, exporting)
 
-        captioner = load_captioner(flickr8k_captioner)
+        captioner = load_task(flickr8k_captioner, Captioner)
         captioner_dir = base / "captioner_onnx"
         export_task(captioner, captioner_dir, OnnxFormat(opset=17), flickr8k_captioner)
         images = base / "dev"  # the 100 dev images alone
@@ -95,7 +94,7 @@ def user_runs(tin30_classifier: Path, flickr8k_captioner: Path, parity_images: l
                            "--beam", "3", f"paths.log_dir={base / 'logs'}", cwd=base)
         running.callback(stop, captioning)
 
-        classifier = load_classifier(ckpt).eval()
+        classifier = load_task(ckpt, Classifier).eval()
         info = classifier.hparams.data_info
         pixels = pixels_of(parity_images, info["image_size"])
         with torch.inference_mode():
@@ -110,7 +109,7 @@ def user_runs(tin30_classifier: Path, flickr8k_captioner: Path, parity_images: l
                            f"images={parity_images[0].parent}", "top_k=3", f"paths.log_dir={base / 'logs'}",
                            cwd=base)
         running.callback(stop, predicting)
-        greedy = OnnxBackend(str(captioner_dir / "model.json")).captioner().caption(flickr_dev, 1, 64)
+        greedy = OnnxBackend(str(captioner_dir / "model.json")).caption_writer().caption(flickr_dev, 1, 64)
         return {
             "classifier": classifier, "pixels": pixels, "logits": logits,
             "export_dir": base / "run" / "export" / "onnx", "export_stdout": exported.stdout,
@@ -135,7 +134,7 @@ def test_classifier_onnx_matches_pytorch_on_200_real_images(user_runs: dict) -> 
 
     # logits of the plain network (no TTA), one batch of 200 and one of 7: the batch axis is free
     pixels, reference = user_runs["pixels"], user_runs["logits"]
-    model = OnnxBackend(str(export)).classifier("none", lambda: None)
+    model = OnnxBackend(str(export)).predictor("none", lambda: None)
     exported = model.logits(pixels.numpy())
     difference = (exported - reference).abs().max().item()
     print(f"\nclassifier ONNX vs PyTorch on {len(pixels)} images: max |logit difference| {difference:.3g} "
@@ -155,7 +154,7 @@ def test_classifier_onnx_matches_pytorch_on_200_real_images(user_runs: dict) -> 
 
 def test_classifier_torchscript_loads_and_matches(tin30_classifier: Path, parity_images: list[Path],
                                                   tmp_path: Path) -> None:
-    task = load_classifier(tin30_classifier)
+    task = load_task(tin30_classifier, Classifier)
     files = export_task(task, tmp_path, TorchScriptFormat(), tin30_classifier)
     assert [f.name for f in files] == ["model.pt", "model.json"]
     meta = json.loads((tmp_path / "model.json").read_text())
@@ -198,7 +197,7 @@ def test_captioner_step_graphs_give_pytorch_states_and_attention(user_runs: dict
     with torch.inference_mode():
         features, *state = EncoderGraph(task.encoder, task.decoder, info["mean"], info["std"])(pixels)
         log_probs, next_state = task.decoder.step(torch.full((len(pixels),), 1), tuple(state), features)
-    onnx = OnnxBackend(str(user_runs["captioner_dir"])).captioner()
+    onnx = OnnxBackend(str(user_runs["captioner_dir"])).caption_writer()
     got = onnx.encoder.run(None, {"image": pixels.numpy()})
     for a, b in zip(got, (features, *state)):
         assert (torch.from_numpy(a) - b).abs().max().item() < 1e-4
@@ -241,7 +240,7 @@ def test_recurrent_decoders_export_with_their_own_state(decoder: dict, tmp_path:
     task = Captioner(CNN(1, widths=(8, 16)), None, {**decoder, "embed_dim": 8, "hidden_dim": 16}, vocab, embed_dim=16,
                      data_info=info, model_cfg={"name": "cnn"}).eval()
     export_task(task, tmp_path, OnnxFormat(opset=17), tmp_path / "tiny.ckpt")
-    model = OnnxBackend(str(tmp_path)).captioner()
+    model = OnnxBackend(str(tmp_path)).caption_writer()
     assert json.loads((tmp_path / "model.json").read_text())["graphs"]["decoder_step"]["inputs"][0:2] == \
         ["prev_tokens", "state_0"]
     pixels = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
@@ -274,7 +273,7 @@ class OpNet(nn.Module):
 
 def op_classifier(op: Callable[[Tensor], Tensor]) -> Classifier:
     info = {"class_names": ["a", "b"], "image_size": 8, "mean": [0.5] * 3, "std": [0.25] * 3}
-    return Classifier(OpNet(2, op), optimizer=None, model_cfg={"name": "op_net"}, data_info=info)
+    return Classifier(OpNet(2, op), optimizer=None, model_cfg={"_target_": "test_export.OpNet"}, data_info=info)
 
 
 def test_an_unexportable_operator_is_named(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
@@ -283,11 +282,11 @@ def test_an_unexportable_operator_is_named(tmp_path: Path, capfd: pytest.Capture
     with pytest.raises(InvalidInput) as refused:
         export_task(task, tmp_path / "out", OnnxFormat(opset=17), ckpt)
     assert str(refused.value) == (
-        f"model op_net (ckpt_path={ckpt}) cannot be exported to ONNX: its graph uses the operator aten::cummax, "
+        f"model OpNet (ckpt_path={ckpt}) cannot be exported to ONNX: its graph uses the operator aten::cummax, "
         f"which torch {torch.__version__} cannot write at ONNX opset 17. Export with format=torchscript, or train a "
         "model without it")
     assert not (tmp_path / "out" / "model.json").exists() and not list((tmp_path / "out").glob("*.onnx"))
-    with pytest.raises(InvalidInput, match=r"^model op_net \(ckpt_path=.*\) cannot be exported to ONNX at opset 10: "
+    with pytest.raises(InvalidInput, match=r"^model OpNet \(ckpt_path=.*\) cannot be exported to ONNX at opset 10: "
                                            r"its graph uses the operator aten::round, which needs opset 11. Export "
                                            r"with format.opset=11$"):
         export_task(op_classifier(torch.round), tmp_path / "out", OnnxFormat(opset=10), ckpt)
@@ -322,27 +321,27 @@ def test_entry_configs_build_their_format_and_backend(compose_train, config: str
 def test_onnx_backend_refuses_what_is_not_a_matching_export(user_runs: dict, tmp_path: Path) -> None:
     classifier_dir = user_runs["export_dir"]
     with pytest.raises(MissingInput, match=r"^backend.model=.*nowhere: no such file or folder; expected an export"):
-        OnnxBackend(str(tmp_path / "nowhere")).classifier(None, lambda: None)
+        OnnxBackend(str(tmp_path / "nowhere")).predictor(None, lambda: None)
     with pytest.raises(InvalidInput, match=r"no model.json there nor in export/onnx/ under it; expected an export "
                                            r"written by python export.py ckpt_path=<.ckpt> format=onnx"):
-        OnnxBackend(str(tmp_path)).classifier(None, lambda: None)
+        OnnxBackend(str(tmp_path)).predictor(None, lambda: None)
     with pytest.raises(InvalidInput, match=r"is an export of a classifier, but this command needs a captioner; use it "
                                            r"with predict.py"):
-        OnnxBackend(str(classifier_dir / "model.onnx")).captioner()
+        OnnxBackend(str(classifier_dir / "model.onnx")).caption_writer()
     with pytest.raises(InvalidInput, match=r"tta=both: expected one of none, flip"):
-        OnnxBackend(str(classifier_dir)).classifier("both", lambda: None)
+        OnnxBackend(str(classifier_dir)).predictor("both", lambda: None)
 
     swapped = tmp_path / "swapped"  # model.onnx replaced by another graph
     shutil.copytree(classifier_dir, swapped)
     shutil.copy(user_runs["captioner_dir"] / "encoder.onnx", swapped / "model.onnx")
     with pytest.raises(InvalidInput, match=r"model.onnx does not match its model.json: its outputs are \['features', "
                                            r"'state_0', 'state_1', 'state_2'\], model.json says \['logits'\]"):
-        OnnxBackend(str(swapped)).classifier(None, lambda: None)
+        OnnxBackend(str(swapped)).predictor(None, lambda: None)
     (swapped / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(InvalidInput, match=r"ONNX Runtime cannot load model.onnx \(.*\); expected a graph written by "
                                            r"python export.py"):
-        OnnxBackend(str(swapped)).classifier(None, lambda: None)
+        OnnxBackend(str(swapped)).predictor(None, lambda: None)
     meta = json.loads((swapped / "model.json").read_text())
     (swapped / "model.json").write_text(json.dumps({**meta, "format": "torchscript"}))
     with pytest.raises(InvalidInput, match=r"describes a torchscript export; expected onnx"):
-        OnnxBackend(str(swapped / "model.json")).classifier(None, lambda: None)
+        OnnxBackend(str(swapped / "model.json")).predictor(None, lambda: None)

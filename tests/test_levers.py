@@ -9,13 +9,13 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from tincap.checkpoint_eval import evaluate
+from tincap.commands.eval import evaluate
+from tincap.commands.train import train
 from tincap.data.shapes import ShapesData
 from tincap.data.transforms import ProgressiveResize
-from tincap.errors import InvalidInput
 from tincap.models.cnn import CNN
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.classifier import Classifier
-from tincap.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,9 +60,9 @@ def test_ema_weights_are_checkpointed_and_tested_and_tta_follows_the_checkpoint(
     again = evaluate_with("split=test")
     assert again["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
     assert again["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-9)
-    plain = evaluate_with("split=test", "tta=none")
+    plain = evaluate_with("split=test", "task.tta=none")
     assert plain["test/loss"] != pytest.approx(metrics["test/loss"], abs=1e-6)
-    # a TTA run also reports the accuracy without it, which is what tta=none scores
+    # a TTA run also reports the accuracy without it, which is what task.tta=none scores
     assert metrics["test/acc_no_tta"] == pytest.approx(plain["test/acc"], abs=1e-9)
     assert "test/acc_no_tta" not in plain
     assert json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())["test/loss"] == pytest.approx(
@@ -115,5 +115,5 @@ def test_progressive_resize_shrinks_only_training_batches(cache_dir: Path) -> No
 
 def test_progressive_resize_refuses_a_fixed_size_network(compose_train) -> None:
     cfg = compose_train("model=mlp", "data.progressive={min_size:16}", "data.n_per_class=4")
-    with pytest.raises(InvalidInput, match=r"data\.progressive resizes training images, but model mlp only takes"):
+    with pytest.raises(InvalidInput, match=r"data\.progressive resizes training images, but model MLP only takes"):
         train(cfg)

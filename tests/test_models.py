@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import alexnet as tv_alexnet, resnet18 as tv_resnet18
+from torchvision.models import alexnet as tv_alexnet
+from torchvision.models import resnet18 as tv_resnet18
 
-from tincap.errors import InvalidInput, UserError
-from tincap.models import build_network
 from tincap.models.alexnet import AlexNet
 from tincap.models.cnn import CNN
+from tincap.models.initialisation import Initialisation, build_network
 from tincap.models.resnet import ResNet
+from tincap.runtime.errors import InvalidInput, UserError
 
-CNN_CFG = {"_target_": "tincap.models.cnn.CNN", "name": "cnn", "widths": [8, 16, 32, 64]}
+CNN_CFG = {"_target_": "tincap.models.cnn.CNN", "widths": [8, 16, 32, 64]}
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -58,8 +59,8 @@ def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) ->
         torch.save(ref.state_dict(), path)
         target = {"resnet": "tincap.models.resnet.ResNet", "alexnet": "tincap.models.alexnet.AlexNet"}[name]
         # ResNet's 3x3 small-input stem would not fit ImageNet's 7x7 conv1: keep torchvision's stem
-        cfg = {"_target_": target, "name": name, "weights_path": str(path), "small_input": name == "alexnet"}
-        net = build_network(cfg, num_classes=10)
+        cfg = {"_target_": target, "small_input": name == "alexnet"}
+        net = build_network(cfg, num_classes=10, init=Initialisation(weights_path=str(path)))
         own = net.state_dict()
         ref_sd = ref.state_dict()
         head = "fc" if name == "resnet" else "classifier.6"
@@ -67,8 +68,8 @@ def test_torchvision_state_dict_loads_into_resnet_and_alexnet(tmp_path: Path) ->
         copied = [k for k in ref_sd if own[k].shape == ref_sd[k].shape and torch.equal(own[k], ref_sd[k])]
         assert sorted(set(ref_sd) - set(copied)) == [f"{head}.bias", f"{head}.weight"]  # everything but the head
     with pytest.raises(ValueError, match=r"1 key\(s\) of another shape \(file vs network\): conv1.weight \(64, 3, 7, 7\) vs \(64, 3, 3, 3\)"):
-        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet",
-                       "weights_path": str(tmp_path / "resnet.pth")}, num_classes=10)
+        build_network({"_target_": "tincap.models.resnet.ResNet"}, num_classes=10,
+                      init=Initialisation(weights_path=str(tmp_path / "resnet.pth")))
 
 
 def test_tincap_checkpoint_into_new_class_count_and_freeze(tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_tincap_checkpoint_into_new_class_count_and_freeze(tmp_path: Path) -> No
             "hyper_parameters": {"model_cfg": CNN_CFG}}
     path = tmp_path / "tin30.ckpt"
     torch.save(ckpt, path)
-    net = build_network({**CNN_CFG, "weights_path": str(path), "freeze_backbone": True}, num_classes=10)
+    net = build_network(CNN_CFG, num_classes=10, init=Initialisation(weights_path=str(path), freeze_backbone=True))
     assert torch.equal(net.features[0][0].weight, src.features[0][0].weight)
     assert net.head.out_features == 10
     trainable = [n for n, p in net.named_parameters() if p.requires_grad]
@@ -90,30 +91,29 @@ def test_checkpoint_of_another_model_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "cnn.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in src.state_dict().items()},
                 "hyper_parameters": {"model_cfg": CNN_CFG}}, path)
-    with pytest.raises(ValueError, match=r"cnn.ckpt is a checkpoint of model 'cnn', but this run builds model 'resnet'"):
-        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet", "weights_path": str(path)}, 10)
+    with pytest.raises(ValueError, match=r"cnn.ckpt is a checkpoint of a CNN network, but this run builds a ResNet"):
+        build_network({"_target_": "tincap.models.resnet.ResNet"}, 10, Initialisation(weights_path=str(path)))
     torch.save(src.state_dict(), tmp_path / "bare.pth")  # no hparams: the shapes tell
-    with pytest.raises(ValueError, match=r"bare.pth does not fit model resnet"):
-        build_network({"_target_": "tincap.models.resnet.ResNet", "name": "resnet",
-                       "weights_path": str(tmp_path / "bare.pth")}, 10)
-    wide = {**CNN_CFG, "widths": [16, 32, 64, 128], "weights_path": str(path)}
+    with pytest.raises(ValueError, match=r"bare.pth does not fit model ResNet"):
+        build_network({"_target_": "tincap.models.resnet.ResNet"}, 10, Initialisation(weights_path=str(tmp_path / "bare.pth")))
+    wide = {**CNN_CFG, "widths": [16, 32, 64, 128]}
     with pytest.raises(ValueError, match=r"key\(s\) of another shape \(file vs network\): features"):
-        build_network(wide, 10)
+        build_network(wide, 10, Initialisation(weights_path=str(path)))
 
 
 def test_missing_or_garbage_weights_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"model.weights_path=.*nope.pth: file not found"):
-        build_network({**CNN_CFG, "weights_path": str(tmp_path / "nope.pth")}, 3)
+    with pytest.raises(FileNotFoundError, match=r"init.weights_path=.*nope.pth: file not found"):
+        build_network(CNN_CFG, 3, Initialisation(weights_path=str(tmp_path / "nope.pth")))
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(ValueError, match=r"junk.pth is not a readable torch file .*expected a tincap .ckpt or a state-dict .pth"):
-        build_network({**CNN_CFG, "weights_path": str(tmp_path / "junk.pth")}, 3)
+        build_network(CNN_CFG, 3, Initialisation(weights_path=str(tmp_path / "junk.pth")))
 
 
 def test_unknown_model_name_is_clear() -> None:
     from hydra.errors import InstantiationException
 
     with pytest.raises(InstantiationException, match="tincap.models.vgg"):
-        build_network({"_target_": "tincap.models.vgg.VGG", "name": "vgg"}, 3)
+        build_network({"_target_": "tincap.models.vgg.VGG"}, 3)
 
 
 def test_download_weights_offline_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,8 @@ import timm
 import torch
 from scripts import closing, finish, run, start, stop
 
-from tincap.checkpoints import load_classifier
+from tincap.tasks.classifier import Classifier
+from tincap.tasks.loading import load_task
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def trained(tin30_small: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     torch.save(timm.create_model("resnet18", num_classes=1000).state_dict(), weights)
     logs, cache = root / "logs", root / "cache"
     proc = run("train.py", "data=tin30", f"data.root={tin30_small}", "model=timm", "model.arch=resnet18",
-               f"model.weights_path={weights}", "data.image_size=32", "trainer.max_epochs=1", "data.batch_size=32",
+               f"init.weights_path={weights}", "data.image_size=32", "trainer.max_epochs=1", "data.batch_size=32",
                "trainer.precision=32-true", f"paths.log_dir={logs}", f"paths.cache_dir={cache}")
     return {"root": root, "logs": logs, "cache": cache, **closing(proc)}
 
@@ -38,10 +39,10 @@ def test_training_records_the_weights_origin_and_preprocessing(trained: dict) ->
     assert info["image_size"] == 32 and info["mean"] == list(timm.create_model("resnet18").pretrained_cfg["mean"])
 
 
-def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained: dict, tin30_small: Path,
+def test_predict_matches_eval_with_no_dataset_and_names_every_skipped_file(trained: dict, tin30_small: Path,
                                                                         tmp_path: Path) -> None:
     # both with flip test-time augmentation, which the checkpoint was not trained with (tta= overrides it)
-    evaluating = start("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}", "tta=flip",
+    evaluating = start("eval.py", f"ckpt_path={trained['best checkpoint']}", f"data.root={tin30_small}", "task.tta=flip",
                        f"paths.log_dir={trained['logs']}", f"paths.cache_dir={trained['cache']}",
                        "trainer.precision=32-true")
     photos = tmp_path / "photos"
@@ -49,6 +50,7 @@ def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained
     for f in (tin30_small / "test_set" / "test_set").iterdir():
         shutil.copy(f.resolve(), photos / f.name)
     (photos / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (photos / "notes.txt").write_text("not an image")
     ckpt = tmp_path / "model.ckpt"  # a copy: nothing of the training run or its dataset is needed
     shutil.copy(trained["best checkpoint"], ckpt)
 
@@ -73,7 +75,9 @@ def test_predict_matches_eval_with_no_dataset_and_skips_unreadable_files(trained
     classes = [line.split("\t")[1].strip() for line in (tin30_small / "class.txt").read_text().splitlines()]
     top1 = {r["file"]: classes.index(r["class"]) for r in rows if r["rank"] == "1"}
     assert top1 == submission  # the 40 test images, same top-1 as eval.py; broken.jpg skipped
-    assert "broken.jpg" in proc.stderr + proc.stdout
+    said = proc.stderr + proc.stdout
+    assert f"skipped {photos / 'broken.jpg'}: not a readable image" in said
+    assert f"skipped {photos / 'notes.txt'}: not an image file" in said  # every file left out is named
     for name in top1:
         probs = [float(r["probability"]) for r in rows if r["file"] == name]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
@@ -95,4 +99,4 @@ def test_predict_points_a_captioner_to_caption_py(tmp_path: Path) -> None:
                 "CaptionData": {"vocab": {"itos": ["<pad>", "<bos>", "<eos>", "<unk>"]}}}, ckpt)
     with pytest.raises(ValueError, match=r"captioner.ckpt is a captioner checkpoint, but this command needs a "
                                          r"classifier checkpoint; use it with caption\.py"):
-        load_classifier(ckpt)
+        load_task(ckpt, Classifier)

@@ -15,6 +15,7 @@ from PIL import Image
 from scripts import run
 
 from tincap.evaluation.report import load_run, read_curve, write_report
+from tincap.models import network_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def test_report_has_a_row_per_run_with_its_logged_numbers(sweep: Path, report: d
         for key in NUMBERS:
             assert float(row[key]) == metrics[key], (row["run"], key)
         config = yaml.safe_load((sweep / row["run"] / "config.yaml").read_text())
-        assert row["model"] == config["model"]["name"]
+        assert row["model"] == network_name(config["model"])
         assert row["init"] == "from scratch"
         typed = yaml.safe_load((sweep / row["run"] / ".hydra" / "overrides.yaml").read_text())
         varied = [o for o in typed if o.startswith(("model=", "optimizer.lr="))]
@@ -142,7 +143,7 @@ def test_report_marks_imagenet_pretrained_and_tta_rows(sweep: Path, tmp_path: Pa
     torch.manual_seed(0)
     torch.save(timm.create_model("resnet18", num_classes=1000).state_dict(), tmp_path / "in1k.pth")
     # with flip test-time augmentation too, so the report shows what it bought (val/acc_no_tta)
-    run("train.py", "model=timm", "model.arch=resnet18", f"model.weights_path={tmp_path / 'in1k.pth'}", *TINY,
+    run("train.py", "model=timm", "model.arch=resnet18", f"init.weights_path={tmp_path / 'in1k.pth'}", *TINY,
         "task.tta=flip", f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={tmp_path / 'cache'}")
     (pretrained,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     shutil.copytree(pretrained, tmp_path / "runs" / "pretrained", ignore=shutil.ignore_patterns("checkpoints"))
@@ -151,7 +152,7 @@ def test_report_marks_imagenet_pretrained_and_tta_rows(sweep: Path, tmp_path: Pa
     with open(tmp_path / "runs" / "report.csv", newline="") as fh:
         rows = {r["run"]: r for r in csv.DictReader(fh)}
     assert rows["pretrained"]["init"] == "ImageNet-pretrained: ImageNet-1k weights (in1k.pth)"
-    assert rows["pretrained"]["model"] == "timm:resnet18"
+    assert rows["pretrained"]["model"] == "resnet18"  # a timm network is named by its architecture
     assert rows["scratch"]["init"] == "from scratch"
     metrics = json.loads((pretrained / "metrics.json").read_text())
     assert float(rows["pretrained"]["val/acc_no_tta"]) == metrics["val/acc_no_tta"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tincap.checkpoints import load_task, read_file, read_state_dict
+from tincap.runtime.checkpoint_io import read_file, read_state_dict
+from tincap.tasks.loading import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,11 +44,11 @@ def test_the_payload_is_real(hostile: tuple[Path, Path]) -> None:
 
 def test_hostile_weights_are_refused_without_running(hostile: tuple[Path, Path], tmp_path: Path) -> None:
     path, marker = hostile
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=resnet", f"model.weights_path={path}",
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "model=resnet", f"init.weights_path={path}",
                            f"paths.log_dir={tmp_path / 'logs'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"Error: model.weights_path={path} holds Python objects"), message
+    assert message.startswith(f"Error: init.weights_path={path} holds Python objects"), message
     assert "posix.system" in message and "refuses to unpickle" in message
     assert not marker.exists()
 
@@ -68,7 +69,7 @@ def test_resuming_from_a_hostile_last_ckpt_is_refused(hostile: tuple[Path, Path]
 
     from omegaconf import open_dict
 
-    from tincap.train import train
+    from tincap.commands.train import train
 
     path, marker = hostile
     cfg = compose_train("data.n_per_class=4", "model.widths=[8,16,32,64]", "trainer.max_epochs=1")
@@ -83,7 +84,7 @@ def test_resuming_from_a_hostile_last_ckpt_is_refused(hostile: tuple[Path, Path]
 
 
 def test_tincap_checkpoints_hold_only_tensors_and_plain_containers(compose_train) -> None:
-    from tincap.train import train
+    from tincap.commands.train import train
 
     cfg = compose_train("data.n_per_class=4", "model.widths=[8,16,32,64]", "trainer.max_epochs=1")
     metrics, objects = train(cfg)
@@ -114,7 +115,7 @@ def test_a_hostile_cifar_pickle_is_refused(tmp_path: Path) -> None:
     import pickle
 
     from tincap.data.cifar10 import CIFAR10
-    from tincap.errors import InvalidInput
+    from tincap.runtime.errors import InvalidInput
 
     marker = tmp_path / "PAYLOAD_RAN"
     batches = tmp_path / "cifar" / "cifar-10-batches-py"

@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from tincap.data.caption_datamodule import pad_groups
 from tincap.data.vocab import Vocabulary
-from tincap.errors import InvalidInput
 from tincap.evaluation.caption_metrics import CiderD
 from tincap.models.caption_decoders import AttentionDecoder, RNNDecoder
 from tincap.models.caption_search import (
@@ -18,6 +17,7 @@ from tincap.models.caption_search import (
     sample_captions,
 )
 from tincap.models.cnn import CNN
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
 

@@ -19,7 +19,7 @@ from slurm_cluster import Cluster
 from test_distributed import DDP, assert_same_per_class, metrics_of, per_class_table
 from test_resume import COMPARED, CONFIG, tb_scalars
 
-from tincap.atomic import atomic_write_text
+from tincap.runtime.atomic import atomic_write_text
 
 pytestmark = pytest.mark.slurm
 TESTS = Path(__file__).resolve().parent

@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from scripts import run
 
+from tincap.models import network_name
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 
@@ -58,7 +60,7 @@ def test_experiment_glob_is_the_tin30_study() -> None:
                 assert cfg.data._target_ == "tincap.data.tin30.TinyImageNet30"
                 assert cfg.data.root == "/data/tinyimagenet30"
                 assert cfg.task_name == "tin30_study" and "tin30" in cfg.tags
-                models.add(cfg.model.name)
+                models.add(network_name(cfg.model))
             assert len(models) >= 4
     finally:
         GlobalHydra.instance().clear()

@@ -25,9 +25,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 from scripts import REPO
 
-from tincap.entry import user_message
-from tincap.trackers import RUNS_FILE
-from tincap.train import train
+from tincap.commands.train import train
+from tincap.runtime.entry import user_message
+from tincap.runtime.trackers import RUNS_FILE
 
 # one batch an epoch, two epochs, a 32-unit MLP: the smallest run that still has per-epoch history and a best epoch
 TINY = ["data=shapes", "model=mlp", "model.hidden=[32]", "data.n_per_class=6", "data.image_size=32",

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from tincap.checkpoints import checkpoint_epoch
-from tincap.train import train
+from tincap.commands.train import train
+from tincap.runtime.checkpoint_io import checkpoint_epoch
 
 MODELS = ["mlp", "cnn", "resnet", "alexnet"]
 DATASETS = ["shapes", "tin30", "cifar10", "imagefolder"]

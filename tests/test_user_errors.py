@@ -15,9 +15,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from tincap.checkpoints import load_task
-from tincap.entry import FAILED_MARKER, Outcome, task_wrapper, user_message
-from tincap.errors import InvalidInput, MissingInput, TrainingDiverged, UserError
+from tincap.runtime.entry import FAILED_MARKER, Outcome, task_wrapper, user_message
+from tincap.runtime.errors import InvalidInput, MissingInput, TrainingDiverged, UserError
+from tincap.tasks.captioner import Captioner
+from tincap.tasks.classifier import Classifier
+from tincap.tasks.loading import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +101,7 @@ def test_user_errors_are_found_inside_hydra_instantiation_errors(tmp_path: Path)
 def test_missing_dataset_is_one_paragraph(tmp_path: Path) -> None:
     proc = run_script("train.py", "data=tin30", f"data.root={tmp_path / 'no_such_tin30'}", f"paths.log_dir={tmp_path}")
     assert_user_error(proc, "data.root", str(tmp_path / "no_such_tin30"))
-    assert "CONFIG" in proc.stdout  # the config tree still comes first
+    assert "Config (saved as" in proc.stdout  # the config still comes first
     assert len(failed_runs(tmp_path)) == 1
 
 
@@ -111,7 +113,7 @@ def in_process(compose_train, capsys, script: str, *overrides: str, config_name:
     with open_dict(cfg):
         del cfg["hydra"]  # as Hydra hands the config to the task function
     with pytest.raises(SystemExit) as stop:
-        importlib.import_module(f"tincap.{script}").run(cfg)
+        importlib.import_module(f"tincap.commands.{script}").run(cfg)
     assert stop.value.code == 1
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
@@ -137,7 +139,7 @@ def test_a_sweep_goes_on_past_a_job_with_a_user_error(tmp_path: Path) -> None:
 def test_impossible_configuration_is_refused_before_training(compose_train, capsys) -> None:
     message = in_process(compose_train, capsys, "train", "model=timm", "model.arch=vit_tiny_patch16_224",
                          "data.image_size=64", "data.n_per_class=2")
-    assert message.startswith("Error: model timm only takes 224x224 images, but data.image_size=64")
+    assert message.startswith("Error: model vit_tiny_patch16_224 only takes 224x224 images, but data.image_size=64")
     assert "set data.image_size=224" in message
 
 
@@ -152,7 +154,7 @@ def test_no_validation_split_with_a_monitored_metric_is_refused(compose_train, c
 
 
 def test_bad_ckpt_path_and_a_missing_one(compose_train, capsys, tmp_path: Path) -> None:
-    message = in_process(compose_train, capsys, "checkpoint_eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
+    message = in_process(compose_train, capsys, "eval", f"ckpt_path={tmp_path / 'nope.ckpt'}",
                          config_name="eval")
     assert message == f"Error: ckpt_path={tmp_path / 'nope.ckpt'}: file not found; expected a checkpoints/*.ckpt " \
                       "file of a python train.py run"
@@ -168,14 +170,14 @@ def test_checkpoint_of_the_wrong_kind_and_unknown_images(tmp_path: Path) -> None
                captioner_like)
     with pytest.raises(InvalidInput, match=r"ckpt_path=.*captioner\.ckpt is a captioner checkpoint, but this command "
                                           r"needs a classifier checkpoint; use it with caption\.py"):
-        load_task(captioner_like, "classifier")
+        load_task(captioner_like, Classifier)
     # one from before the vocabulary moved into the datamodule's state cannot decode: retrain, says the message
     old_captioner = tmp_path / "old_captioner.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"decoder": decoder, "model_cfg": {"_target_": "cnn"},
                                                        "data_info": {"vocab": {"itos": ["<pad>"]}}}}, old_captioner)
     with pytest.raises(InvalidInput, match=r"old_captioner\.ckpt is a captioner checkpoint from before the vocabulary "
                                           r"was kept in the datamodule's state; retrain it"):
-        load_task(old_captioner, "captioner")
+        load_task(old_captioner, Captioner)
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(InvalidInput, match=r"ckpt_path=.*junk\.ckpt is not a readable torch file"):
@@ -190,7 +192,7 @@ def test_checkpoint_of_the_wrong_kind_and_unknown_images(tmp_path: Path) -> None
 
 
 def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoint(compose_train, capsys) -> None:
-    from tincap.train import run
+    from tincap.commands.train import run
 
     # epoch 0 trains normally; the schedule then multiplies the learning rate by 1e9
     cfg = compose_train("data.n_per_class=8", "model.widths=[8,16,32,64]", "trainer.max_epochs=4",
@@ -215,7 +217,7 @@ def test_a_diverging_run_stops_at_the_first_nan_and_keeps_the_last_good_checkpoi
 
 
 def test_training_loss_check_names_step_and_rate() -> None:
-    from tincap.callbacks import StopOnNonFiniteLoss
+    from tincap.runtime.callbacks import StopOnNonFiniteLoss
 
     class Trainer:
         world_size, current_epoch, global_step, checkpoint_callback = 1, 3, 120, None
@@ -275,8 +277,8 @@ def test_full_disk_stops_with_the_path_and_keeps_earlier_checkpoints(tmp_path: P
 
 def test_failed_writes_leave_old_files_whole(tmp_path: Path, monkeypatch) -> None:
     """ENOSPC in the middle of a write (a patched writer): the old file stays, no temp file, the path is named."""
-    from tincap import atomic
-    from tincap.rundir import write_metrics
+    from tincap.runtime import atomic
+    from tincap.runtime.rundir import write_metrics
 
     target = tmp_path / "metrics.json"
     write_metrics(target, {"val/acc": 0.5})

@@ -1,4 +1,4 @@
-"""model.whiten_stem: the stem conv's filters whiten the training patches (airbench's initialisation)."""
+"""init.whiten_stem: the stem conv's filters whiten the training patches (airbench's initialisation)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tincap.errors import InvalidInput
-from tincap.models import whiten_stem
+from tincap.commands.train import train
 from tincap.models.cnn import CNN
+from tincap.models.initialisation import whiten_stem
 from tincap.models.resnet import ResNet
 from tincap.models.whitening import patch_covariance, whiten_conv, whitening_filters
-from tincap.train import train
+from tincap.runtime.errors import InvalidInput
 
 
 def correlated_images(n: int = 64, size: int = 12) -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_whiten_stem_refuses_other_networks_and_loaded_weights() -> None:
 
 def test_a_run_with_a_whitened_stem_reports_it(compose_train) -> None:
     """End to end: the stem is whitened from the first epoch's training images (16 px under data.progressive)."""
-    cfg = compose_train("data.n_per_class=4", "trainer.max_epochs=1", "model.widths=[16,32]", "model.whiten_stem=true",
+    cfg = compose_train("data.n_per_class=4", "trainer.max_epochs=1", "model.widths=[16,32]", "init=whitened",
                         "data.progressive={min_size:16,ramp_start:0.5,ramp_end:1.0}", "trainer.precision=32")
     metrics, objects = train(cfg)
     train_images = len(objects["datamodule"].splits["train"].images)

@@ -1,6 +1,6 @@
 """tincap: reproducible image classification and captioning experiments (Lightning + Hydra)."""
 
-from tincap.resolvers import register as _register_resolvers
+from tincap.runtime.resolvers import register as _register_resolvers
 
 __version__ = "0.1.0"
 

@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from tincap.atomic import atomic_path, remove_dead_temps
-from tincap.errors import InvalidInput
-from tincap.progress import progress
+from tincap.runtime.atomic import atomic_path, remove_dead_temps
+from tincap.runtime.errors import InvalidInput
+from tincap.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 

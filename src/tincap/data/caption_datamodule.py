@@ -4,33 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from tincap.data.base import (
-    FedByNetwork,
-    check_loader_settings,
-    check_setting,
-    epoch_sampler,
-    is_count,
-    keep_batch,
-)
 from tincap.data.cache import cached_decode
 from tincap.data.caption_files import read_captions, records_by_split, split_by_image
+from tincap.data.datamodule import ImageDataModule
 from tincap.data.encoder_features import encoder_features, feature_key
+from tincap.data.sampling import epoch_sampler, keep_batch
+from tincap.data.settings import check_loader_settings, check_setting, is_count
 from tincap.data.shapes import generate_shapes
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
 from tincap.data.vocab import Vocabulary, tokenize
-from tincap.errors import InvalidInput
+from tincap.runtime.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +106,7 @@ def _to_float(x: Tensor) -> Tensor:
 TrainItems = Literal["pairs", "groups", "images"]
 
 
-class CaptionData(FedByNetwork, L.LightningDataModule):
+class CaptionData(ImageDataModule):
     """Images + captions split by image; the vocabulary comes from the training captions only and is saved in
     checkpoints as this datamodule's state (`state_dict`), so a checkpoint decodes with exactly its own words."""
 
@@ -136,6 +129,7 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         group_captions: bool = False,
         allow_uncaptioned: bool = False,
         captions_file: str | Path | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if root is None and shapes_per_class is None:
@@ -157,6 +151,7 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         self.num_workers = num_workers
         self.min_freq, self.max_len = min_freq, max_len
         self.split_seed = split_seed
+        self.seed = seed
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
@@ -264,9 +259,8 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         else:
             kind = CaptionGroups if self.train_items == "groups" else CaptionPairs
             data = kind(self.inputs["train"], self.encoded_captions("train"), self._transform(True))
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return DataLoader(data, batch_size=self.batch_size, sampler=epoch_sampler(data, True, seed),
-                          generator=torch.Generator().manual_seed(seed), drop_last=len(data) > self.batch_size,
+        return DataLoader(data, batch_size=self.batch_size, sampler=epoch_sampler(data, True, self.seed),
+                          generator=torch.Generator().manual_seed(self.seed), drop_last=len(data) > self.batch_size,
                           num_workers=self.num_workers, collate_fn=keep_batch)
 
     def eval_dataloader(self, split: str, share: bool = True) -> DataLoader:
@@ -294,6 +288,13 @@ class CaptionData(FedByNetwork, L.LightningDataModule):
         """What the captioner is built with besides its config: the vocabulary its decoder writes in."""
         self.setup()
         return {"vocab": self.vocab}
+
+    def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
+        self.setup()
+        normalise = BatchTransform(train=False, mean=self.mean, std=self.std)
+        images = self.splits["train"].images  # (N, H, W, 3) uint8
+        for start in range(0, len(images), chunk):
+            yield normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))
 
     def describe(self) -> dict[str, Any]:
         self.setup()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tincap.data.image_files import is_image_file
-from tincap.errors import InvalidInput, MissingInput
+from tincap.runtime.errors import InvalidInput, MissingInput
 
 IMAGES_DIR = "images"
 KAGGLE_FILE = "captions.txt"

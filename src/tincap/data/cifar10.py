@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tincap.data.base import Split
 from tincap.data.cache import DecodedImages, cached_decode
 from tincap.data.imagefolder import ImageFolderData
-from tincap.errors import InvalidInput, MissingInput
+from tincap.data.splits import Split
+from tincap.runtime.errors import InvalidInput, MissingInput
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

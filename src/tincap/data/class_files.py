@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tincap.data.image_files import list_images
-from tincap.errors import InvalidInput, MissingInput
+from tincap.runtime.errors import InvalidInput, MissingInput
 
 
 def read_class_file(path: Path) -> list[str]:

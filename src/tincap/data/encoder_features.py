@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from tincap.data.cache import cached_arrays
-from tincap.progress import progress
+from tincap.runtime.progress import progress
 
 
 def feature_key(digest: str, pixels: np.ndarray, preprocessing: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from tincap.errors import InvalidInput, MissingInput
+from tincap.runtime.errors import InvalidInput, MissingInput
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 _KINDS = "/".join(IMAGE_EXTENSIONS[:3]) + "/..."
@@ -18,6 +21,22 @@ def is_image_file(path: Path) -> bool:
 def list_images(folder: Path) -> list[Path]:
     """The image files directly in a folder, in name order."""
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+
+
+def other_files(path: str | Path) -> list[Path]:
+    """The files directly in an `images=` folder that are not images (skipped, and named in the log)."""
+    path = Path(path).expanduser()
+    return sorted(p for p in path.iterdir() if p.is_file() and not is_image_file(p)) if path.is_dir() else []
+
+
+def log_skipped(images: str, unreadable: list[Path]) -> int:
+    """Name every file of `images=` left out: not an image by its name, or not readable as one; returns how many."""
+    others = other_files(images)
+    for path in others:
+        log.warning("skipped %s: not an image file (expected %s)", path, ", ".join(IMAGE_EXTENSIONS))
+    for path in unreadable:
+        log.warning("skipped %s: not a readable image", path)
+    return len(others) + len(unreadable)
 
 
 def _existing(path: str | Path) -> Path:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tincap.data.base import ClassificationDataModule, Split
 from tincap.data.class_files import read_class_file, scan_class_folders
+from tincap.data.classification import ClassificationDataModule
 from tincap.data.image_files import list_images
-from tincap.errors import InvalidInput, MissingInput
+from tincap.data.splits import Split
+from tincap.runtime.errors import InvalidInput, MissingInput
 
 LAYOUT = "train/<class>/<images> (and optionally val/<class>/, test/<class>/ or test/<images>)"
 

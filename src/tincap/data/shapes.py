@@ -17,16 +17,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tincap.data.base import (
-    ClassificationDataModule,
-    Split,
-    check_setting,
-    is_count,
-    stratified_split,
-)
 from tincap.data.cache import DecodedImages, cached_decode
-from tincap.errors import InvalidInput
-from tincap.progress import progress
+from tincap.data.classification import ClassificationDataModule
+from tincap.data.settings import check_setting, is_count
+from tincap.data.splits import Split, stratified_split
+from tincap.runtime.errors import InvalidInput
+from tincap.runtime.progress import progress
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "heart")
 
@@ -372,14 +368,15 @@ class ShapesData(ClassificationDataModule):
 
     name = "shapes"
 
-    def __init__(self, n_per_class: int = 200, seed: int = 0, test_ratio: float = 0.1, image_size: int = 64, **kwargs: Any) -> None:
+    def __init__(self, n_per_class: int = 200, shapes_seed: int = 0, test_ratio: float = 0.1, image_size: int = 64,
+                 **kwargs: Any) -> None:
         check_setting("n_per_class", n_per_class, is_count(n_per_class), "an integer >= 1 images per class", 200)
         check_setting("test_ratio", test_ratio, isinstance(test_ratio, (int, float)) and 0 <= test_ratio < 1,
                       "a fraction in [0, 1)", 0.1)
-        kwargs.setdefault("root", f"generated-shapes-{n_per_class}-{seed}")
+        kwargs.setdefault("root", f"generated-shapes-{n_per_class}-{shapes_seed}")
         super().__init__(image_size=image_size, **kwargs)
         self.n_per_class = n_per_class
-        self.seed = seed
+        self.shapes_seed = shapes_seed
         self.test_ratio = test_ratio
 
     def discover_classes(self) -> list[str]:
@@ -390,10 +387,10 @@ class ShapesData(ClassificationDataModule):
                       "a side >= 16 pixels to draw the shapes at", 64)
 
         def build() -> DecodedImages:
-            generated = generate_shapes(self.n_per_class, self.seed, self.image_size)
+            generated = generate_shapes(self.n_per_class, self.shapes_seed, self.image_size)
             return DecodedImages(generated.images, np.arange(len(generated.images)), generated.labels)
 
-        key = f"shapes|n={self.n_per_class}|seed={self.seed}"
+        key = f"shapes|n={self.n_per_class}|seed={self.shapes_seed}"
         data = cached_decode([], self.cache_path("all"), self.image_size, build=build, extra_key=key)
         rest, test = stratified_split(data.labels, self.test_ratio, self.split_seed, key="test_ratio")
         ids = [f"shape_{i:05d}" for i in range(len(data.images))]

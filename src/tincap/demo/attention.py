@@ -21,7 +21,7 @@ def word_attention(task: Captioner, pixels: np.ndarray, caption: str) -> list[tu
     words = caption.split()
     if not words:
         return []
-    info = task.hparams.data_info
+    info = task.data_info
     transform = BatchTransform(train=False, mean=tuple(info["mean"]), std=tuple(info["std"]))
     x = transform(torch.from_numpy(pixels[None]).permute(0, 3, 1, 2).contiguous())
     task.eval()

@@ -10,12 +10,12 @@ import gradio as gr
 import numpy as np
 from omegaconf import DictConfig
 
-from tincap.caption import caption_files
 from tincap.data.cache import decode_files
 from tincap.demo.attention import attention_overlay, word_attention
 from tincap.demo.layout import connect, page
 from tincap.demo.photo_input import photo_input, unreadable, uploaded
-from tincap.errors import InvalidInput
+from tincap.inference.torch_backend import caption_files
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.captioner import Captioner
 
 STRIP_SIZE = 160  # px of each word's overlay in the strip
@@ -39,7 +39,7 @@ class CaptionerDemo:
             raise unreadable(upload) from None
         if not self.task.decoder.attends:
             return caption, []
-        pixels = decode_files([upload.path], self.task.hparams.data_info["image_size"]).images[0]
+        pixels = decode_files([upload.path], self.task.data_info["image_size"]).images[0]
         return caption, [(attention_overlay(pixels, weights, STRIP_SIZE), f"{word} {weights.max():.0%}")
                          for word, weights in word_attention(self.task, pixels, caption)]
 
@@ -52,7 +52,7 @@ def build(task: Captioner, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
     demo = CaptionerDemo(task, beam)
     decoder = task.hparams.decoder["_target_"].rsplit(".", 1)[-1]
     shown = "and where the decoder looked for each word" if task.decoder.attends else "(this decoder has no attention to show)"
-    about = (f"A captioner ({decoder}, {len(task.vocab)} words, {task.hparams.data_info['image_size']} px). Drop an "
+    about = (f"A captioner ({decoder}, {len(task.vocab)} words, {task.data_info['image_size']} px). Drop an "
              f"image to see its caption (beam {beam}) {shown}.")
     with page("tincap captioner", about) as blocks:
         with gr.Row():

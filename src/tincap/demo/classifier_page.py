@@ -18,9 +18,11 @@ from tincap.data.cache import decode_files
 from tincap.data.transforms import BatchTransform
 from tincap.demo.layout import connect, page
 from tincap.demo.photo_input import photo_input, unreadable, uploaded
-from tincap.errors import InvalidInput
 from tincap.evaluation.gradcam import cam_layer, grad_cams, overlay
-from tincap.predict import predict_files, top_k_rows
+from tincap.inference.backend import top_k_rows
+from tincap.inference.torch_backend import predict_files
+from tincap.models import network_name
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.classifier import Classifier
 
 OVERLAY_SIZE = 256  # px of the overlay's longer side, as explain.py writes them
@@ -54,7 +56,7 @@ class ClassifierDemo:
 
     def heatmap(self, file: Path, target: int) -> np.ndarray:
         """Grad-CAM of class `target` over the image as the network saw it, as explain.py draws it."""
-        info = self.task.hparams.data_info
+        info = self.task.data_info
         pixels = decode_files([file], info["image_size"]).images
         transform = BatchTransform(train=False, mean=tuple(info["mean"]), std=tuple(info["std"]))
         inputs = transform(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
@@ -76,8 +78,8 @@ def build(task: Classifier, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
         layer = None
         explained = f"no Grad-CAM: {type(task.net).__name__} has no spatial feature map"
     demo = ClassifierDemo(task, trainer, min(cfg.top_k, task.num_classes), layer)
-    about = (f"A classifier of {task.num_classes} classes ({(task.hparams.model_cfg or {}).get('name', 'model')}, "
-             f"{task.hparams.data_info['image_size']} px, test-time augmentation: {task.tta}). Drop an image to see "
+    about = (f"A classifier of {task.num_classes} classes ({network_name(task.hparams.model_cfg or {})}, "
+             f"{task.data_info['image_size']} px, test-time augmentation: {task.tta}). Drop an image to see "
              f"its top-{demo.top_k} classes and {explained}.")
     with page("tincap classifier", about) as blocks:
         with gr.Row():

@@ -1,4 +1,4 @@
-"""demo.py's body: check the address and the examples, build the checkpoint's page, serve it until Ctrl+C."""
+"""What demo.py serves: the address and the examples checked, the page of the checkpoint's kind, kept up until Ctrl+C."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import logging
 import os
 import signal
 import socket
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from tincap.checkpoints import TaskKind, load_task, task_kind
 from tincap.data.image_files import IMAGE_EXTENSIONS, list_images
-from tincap.entry import Outcome, task_wrapper
-from tincap.errors import InvalidInput, MissingInput, UserError
+from tincap.runtime.errors import InvalidInput, MissingInput, UserError
+from tincap.tasks.captioner import Captioner
+from tincap.tasks.classifier import Classifier
+from tincap.tasks.task import Task
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -72,28 +72,30 @@ def import_gradio() -> None:
                         "pip install -e '.[demo]'") from None
 
 
-@task_wrapper
-def run(cfg: DictConfig) -> Outcome:
-    examples = example_images(cfg.examples)
-    port = free_port(cfg.host, cfg.port)
-    task = load_task(cfg.ckpt_path)
+def build_page(task: Task, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
+    """The page of the task's kind (its class, or the nearest base that has one)."""
     import_gradio()
-    # imported only now: they import Gradio, whose absence import_gradio turned into a message
-    from tincap.demo import captioner_page, classifier_page, layout
+    # imported only now: Gradio is an optional extra (`.[demo]`), whose absence import_gradio turned into a message
+    from tincap.demo import captioner_page, classifier_page
 
-    builders: dict[TaskKind, PageBuilder] = {"classifier": classifier_page.build, "captioner": captioner_page.build}
-    kind = task_kind(task.hparams)
-    page = builders[kind](task, cfg, examples)
-    # a machine with SLURM installed would hear this once per request (each runs trainer.predict)
-    warnings.filterwarnings("ignore", message=".*`srun` command is available on your system but is not used.*")
+    builders: dict[type[Task], PageBuilder] = {Classifier: classifier_page.build, Captioner: captioner_page.build}
+    for cls in type(task).__mro__:
+        if cls in builders:
+            return builders[cls](task, cfg, examples)
+    kinds = ", ".join(cls.__name__ for cls in builders)
+    raise InvalidInput(f"ckpt_path={cfg.ckpt_path} is a {type(task).__name__} checkpoint; demo.py has pages for "
+                       f"{kinds} tasks only")
+
+
+def launch(page: gr.Blocks, host: str, port: int, share: bool) -> tuple[str, str | None]:
+    """Serve the page from a background thread: its local URL, and the public one where `share` made one."""
+    from tincap.demo import layout  # imports Gradio, which build_page found
+
     try:
-        local_url, public_url = layout.launch(page, cfg.host, port, bool(cfg.share))
+        return layout.launch(page, host, port, share)
     except OSError as exc:  # taken between the check and the launch
-        raise InvalidInput(f"port={port}: could not serve on {cfg.host} ({exc}); choose another port, or port=0 for "
+        raise InvalidInput(f"port={port}: could not serve on {host} ({exc}); choose another port, or port=0 for "
                            "any free port") from None
-    unshared = ["share=true: no public link could be made (no internet?)"] if cfg.share and not public_url else []
-    ready = f"serving the {kind} page of {Path(cfg.ckpt_path).name}; Ctrl+C stops it"
-    return Outcome(lines=[*unshared, ready], best_ckpt=str(cfg.ckpt_path), url=public_url or local_url, value=page)
 
 
 def serve(page: gr.Blocks) -> None:

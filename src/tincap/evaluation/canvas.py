@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.axes import Axes
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tincap.atomic import atomic_path
+from tincap.runtime.atomic import atomic_path
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from torch import Tensor
 
-from tincap.atomic import atomic_write_csv
 from tincap.evaluation.caption_metrics import (
     Caption,
     best_blind_caption,
@@ -19,7 +18,8 @@ from tincap.evaluation.caption_metrics import (
     nearest_neighbour_captions,
 )
 from tincap.evaluation.word_vectors import caption_word_vectors
-from tincap.progress import progress
+from tincap.runtime.atomic import atomic_write_csv
+from tincap.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 

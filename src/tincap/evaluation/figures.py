@@ -20,8 +20,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
-from tincap.atomic import atomic_write_text
 from tincap.evaluation.canvas import image_grid, new_figure, save_figure
+from tincap.runtime.atomic import atomic_write_text
 
 __all__ = [
     "caption_grid_figure",

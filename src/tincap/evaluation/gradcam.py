@@ -18,9 +18,9 @@ from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import Tensor, nn
 
-from tincap.atomic import atomic_path
 from tincap.evaluation.canvas import image_grid
 from tincap.models.backbone import Backbone
+from tincap.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,9 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tincap.atomic import atomic_write_csv, atomic_write_text
 from tincap.evaluation.canvas import new_figure, save_figure
+from tincap.models import network_name
+from tincap.runtime.atomic import atomic_write_csv, atomic_write_text
 
 __all__ = ["Run", "find_runs", "load_run", "matching_test_key", "read_curve", "report_rows", "write_report"]
 
@@ -162,11 +163,9 @@ def tags_label(config: dict[str, Any]) -> str:
 
 
 def model_label(config: dict[str, Any]) -> str:
-    """The model's name, with the architecture for a timm model (`timm:tf_efficientnet_lite0`)."""
+    """The network's name: its timm architecture (`tf_efficientnet_lite0`), else its class (`CNN`)."""
     model = config.get("model")
-    if not isinstance(model, dict):
-        return ""
-    return f"{model.get('name', '')}:{model['arch']}" if model.get("arch") else str(model.get("name", ""))
+    return network_name(model) if isinstance(model, dict) else ""
 
 
 def init_label(metrics: dict[str, Any]) -> str:
@@ -291,7 +290,7 @@ def write_report(directories: list[str | Path], out: str | Path | None = None,
     paths: dict[Path, Path] = {}
     failed: set[Path] = set()
     for d in directories:
-        failed |= {p.parent.resolve() for p in Path(d).rglob("FAILED")}  # written by tincap.entry on a stopped run
+        failed |= {p.parent.resolve() for p in Path(d).rglob("FAILED")}  # written by tincap.runtime.entry on a stopped run
         found = find_runs(d)
         if not found:
             raise FileNotFoundError(f"report: no runs found under {d} "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tincap.atomic import atomic_write_text
+from tincap.runtime.atomic import atomic_write_text
 
 __all__ = ["HEADER", "read_id_category_csv", "score_submission", "write_submission"]
 

@@ -1,4 +1,5 @@
-"""python export.py ckpt_path=<.ckpt> format=onnx|torchscript: a checkpoint as graph files and their model.json."""
+"""A checkpoint as graph files and their model.json (what export.py writes): the graphs of each kind of task, in the
+format of conf/format/."""
 
 from __future__ import annotations
 
@@ -8,30 +9,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-import hydra
-import lightning as L
-from omegaconf import DictConfig
-
-from tincap.checkpoints import load_task, task_kind
-from tincap.entry import Outcome, task_wrapper
-from tincap.errors import InvalidInput
 from tincap.export.captioner_graphs import captioner_graphs, captioner_sidecar
 from tincap.export.classifier_graph import classifier_graphs, classifier_sidecar
 from tincap.export.graph import Graph
-from tincap.export.sidecar import (
-    EXPORT_DIR,
-    SIDECAR,
-    checkpoint_run_dir,
-    input_description,
-    write_sidecar,
-)
+from tincap.export.sidecar import SIDECAR, input_description, write_sidecar
+from tincap.models import network_name
+from tincap.runtime.errors import InvalidInput
+from tincap.tasks.captioner import Captioner
+from tincap.tasks.classifier import Classifier
+from tincap.tasks.task import Task
 
 log = logging.getLogger(__name__)
 
-# each kind of task: its graphs, and what its model.json says besides the input and the files
-KINDS: dict[str, tuple[Callable[[Any], list[Graph]], Callable[[Any], dict[str, Any]]]] = {
-    "classifier": (classifier_graphs, classifier_sidecar),
-    "captioner": (captioner_graphs, captioner_sidecar),
+# each kind of task that can be exported: its graphs, and what its model.json says besides the input and the files
+EXPORTERS: dict[type[Task], tuple[Callable[[Any], list[Graph]], Callable[[Any], dict[str, Any]]]] = {
+    Classifier: (classifier_graphs, classifier_sidecar),
+    Captioner: (captioner_graphs, captioner_sidecar),
 }
 
 
@@ -48,21 +41,30 @@ class ExportFormat(Protocol):
         ...
 
 
-def model_label(task: L.LightningModule, ckpt: Path) -> str:
-    """How errors name the network: its model config's name and architecture, and the checkpoint."""
-    cfg = task.hparams.get("model_cfg") or {}
-    name = " ".join(str(cfg[k]) for k in ("name", "arch") if cfg.get(k)) or type(task.net).__name__
-    return f"model {name} (ckpt_path={ckpt})"
+def model_label(task: Task, ckpt: Path) -> str:
+    """How errors name the network: its architecture, and the checkpoint."""
+    cfg = task.hparams.get("model_cfg")
+    return f"model {network_name(cfg) if cfg else type(task.net).__name__} (ckpt_path={ckpt})"
 
 
-def export_task(task: L.LightningModule, out: Path, fmt: ExportFormat, ckpt: Path) -> list[Path]:
-    """Write the graphs of a classifier or captioner, then model.json; returns the files written."""
-    info = task.hparams.get("data_info") or {}
+def exporter(task: Task, ckpt: Path) -> tuple[Callable[[Any], list[Graph]], Callable[[Any], dict[str, Any]]]:
+    """The graphs and sidecar of the task's kind (its class or the nearest base that has them)."""
+    for cls in type(task).__mro__:
+        if cls in EXPORTERS:
+            return EXPORTERS[cls]
+    kinds = ", ".join(cls.__name__ for cls in EXPORTERS)
+    raise InvalidInput(f"ckpt_path={ckpt} is a {type(task).__name__} checkpoint; export.py writes the graphs of "
+                       f"{kinds} tasks only")
+
+
+def export_task(task: Task, out: Path, fmt: ExportFormat, ckpt: Path) -> list[Path]:
+    """Write the graphs of a task, then model.json; returns the files written."""
+    info = task.data_info
     if not info.get("image_size"):
         raise InvalidInput(f"ckpt_path={ckpt}: the checkpoint records no image size (data_info.image_size); expected "
                            "a checkpoint of a python train.py run")
     task.eval()
-    graphs_of, sidecar_of = KINDS[task_kind(task.hparams)]
+    graphs_of, sidecar_of = exporter(task, ckpt)
     graphs, meta = graphs_of(task), sidecar_of(task)
     out.mkdir(parents=True, exist_ok=True)
     (out / SIDECAR).unlink(missing_ok=True)  # an interrupted export leaves no sidecar that describes other graphs
@@ -77,14 +79,3 @@ def export_task(task: L.LightningModule, out: Path, fmt: ExportFormat, ckpt: Pat
     sidecar = write_sidecar(out, {**fmt.describe(), **meta, "checkpoint": str(ckpt.resolve()),
                                   "input": input_description(info), "graphs": described})
     return [*written, sidecar]
-
-
-@task_wrapper
-def run(cfg: DictConfig) -> Outcome:
-    fmt: ExportFormat = hydra.utils.instantiate(cfg.format)
-    ckpt = Path(cfg.ckpt_path).expanduser()
-    task = load_task(ckpt)
-    out = Path(cfg.out).expanduser() if cfg.get("out") else checkpoint_run_dir(ckpt) / EXPORT_DIR / fmt.name
-    files = export_task(task, out, fmt, ckpt)
-    lines = [f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)" for path in files]
-    return Outcome(lines=[*lines, f"export: {out}"], best_ckpt=str(ckpt), value=out)

@@ -23,13 +23,13 @@ class OnnxBackend:
         self.model = model
         self.threads = threads
 
-    def classifier(self, tta: str | None, trainer: Callable[[], L.Trainer]) -> OnnxClassifier:
+    def predictor(self, tta: str | None, trainer: Callable[[], L.Trainer]) -> OnnxClassifier:
         """`trainer` is PyTorch's and goes unused: ONNX Runtime runs in this process."""
         export = read_export(self.model, "onnx", "classifier", KEY)
         mode = check_tta(str(tta), "tta") if tta is not None else export.meta["tta"]
         return OnnxClassifier(export, open_session(export, "model", self.threads, KEY), mode)
 
-    def captioner(self) -> OnnxCaptioner:
+    def caption_writer(self) -> OnnxCaptioner:
         export = read_export(self.model, "onnx", "captioner", KEY)
         return OnnxCaptioner(export, open_session(export, "encoder", self.threads, KEY),
                              open_session(export, "decoder_step", self.threads, KEY))

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tincap.caption import caption_images
 from tincap.data.vocab import Vocabulary
 from tincap.export.sidecar import Export
+from tincap.inference.backend import caption_images
 from tincap.models.caption_decoders import select_batch
 from tincap.models.caption_search import beam_search, greedy_decode
 

@@ -10,7 +10,7 @@ import torch
 
 from tincap.data.cache import decode_files
 from tincap.export.sidecar import Export
-from tincap.predict import Predictions, predictions
+from tincap.inference.backend import Predictions, predictions
 
 
 class OnnxClassifier:

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch.onnx.errors import OnnxExporterError
 
-from tincap.atomic import atomic_path
-from tincap.errors import InvalidInput, UserError
 from tincap.export.graph import BATCH, Graph
 from tincap.export.quiet import quiet_exporter
+from tincap.runtime.atomic import atomic_path
+from tincap.runtime.errors import InvalidInput, UserError
 
 
 class OnnxFormat:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tincap.errors import InvalidInput, UserError
 from tincap.export.sidecar import SIDECAR, Export
+from tincap.runtime.errors import InvalidInput, UserError
 
 INSTALL_HINT = "pip install -e '.[export]' (onnx and onnxruntime)"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from tincap.atomic import atomic_write_text
-from tincap.errors import InvalidInput, MissingInput
+from tincap.runtime.atomic import atomic_write_text
+from tincap.runtime.errors import InvalidInput, MissingInput
 
 SIDECAR = "model.json"
 SIDECAR_VERSION = 1

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from tincap.atomic import atomic_path
 from tincap.export.graph import Graph
 from tincap.export.quiet import quiet_exporter
+from tincap.runtime.atomic import atomic_path
 
 
 class TorchScriptFormat:

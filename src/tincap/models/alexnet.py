@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models.alexnet import AlexNet as TorchvisionAlexNet
 
-from tincap.models.backbone import InputSpec
+from tincap.data.input_spec import InputSpec
 from tincap.models.pretrained import torchvision_weights
 
 

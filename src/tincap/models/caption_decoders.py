@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from tincap.errors import InvalidInput
+from tincap.runtime.errors import InvalidInput
 
 PAD_ID = 0
 

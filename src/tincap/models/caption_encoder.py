@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tincap.errors import InvalidInput
 from tincap.models.backbone import Backbone
 from tincap.models.caption_decoders import ImageInput
 from tincap.models.freezing import freeze_norms, keep_frozen_norms_in_eval
+from tincap.runtime.errors import InvalidInput
 
 
 class CaptionEncoder(nn.Module):
@@ -46,7 +46,7 @@ class CaptionEncoder(nn.Module):
         super().train(mode)
         if self.freeze:
             self.backbone.eval()
-        keep_frozen_norms_in_eval(self.backbone)  # model.freeze_backbone, or task.freeze_encoder_norms
+        keep_frozen_norms_in_eval(self.backbone)  # init.freeze_backbone, or task.freeze_encoder_norms
         return self
 
     def feature_map(self, images: Tensor) -> Tensor:

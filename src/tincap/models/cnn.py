@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from tincap.errors import InvalidInput
-from tincap.models.backbone import InputSpec
+from tincap.data.input_spec import InputSpec
+from tincap.runtime.errors import InvalidInput
 
 
 def conv_bn(cin: int, cout: int, batch_norm: bool = True, stride: int = 1) -> nn.Sequential:
@@ -89,7 +89,7 @@ class CNN(nn.Module):
 
     @property
     def stem(self) -> nn.Conv2d:
-        """The first conv, which sees the normalised pixels (`model.whiten_stem` initialises it from them)."""
+        """The first conv, which sees the normalised pixels (`init.whiten_stem` initialises it from them)."""
         return self.features[0][0]
 
     @property

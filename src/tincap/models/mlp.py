@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from tincap.models.backbone import InputSpec
+from tincap.data.input_spec import InputSpec
 
 
 class MLP(nn.Module):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from tincap.checkpoints import read_state_dict
+from tincap.data.input_spec import InputSpec
 from tincap.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from tincap.errors import InvalidInput, UserError
-from tincap.models.backbone import Backbone, InputSpec, module_name
+from tincap.models import network_name
+from tincap.models.backbone import Backbone, module_name
+from tincap.runtime.checkpoint_io import read_state_dict
+from tincap.runtime.errors import InvalidInput, UserError
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ def torchvision_weights(arch: str, weights: str) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - urllib, socket and hub errors all mean "could not download"
         raise UserError(
             f"could not download torchvision weights {arch}/{weights} ({exc}). Offline, download the .pth file "
-            "elsewhere and pass it as model.weights_path=/path/to/file.pth with model.weights=null"
+            "elsewhere and pass it as init.weights_path=/path/to/file.pth with model.weights=null"
         ) from exc
 
 
@@ -57,17 +60,19 @@ def _listed(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def load_weights(net: Backbone, path: str | Path, model_name: str | None = None) -> WeightsFile:
+def load_weights(net: Backbone, path: str | Path, model_cfg: dict[str, Any] | None = None) -> WeightsFile:
     """Copy every tensor of a weights file into `net`; only a head with another class count may be left new.
 
     Any other missing, unexpected or mis-shaped key is an error that lists them: never a silent partial load.
     """
     path = Path(path).expanduser()
     state, hparams = read_state_dict(path)
-    saved_name = hparams.get("model_cfg", {}).get("name")
-    if model_name and saved_name and saved_name != model_name:
-        raise InvalidInput(f"model.weights_path={path} is a checkpoint of model '{saved_name}', but this run builds model "
-                           f"'{model_name}'; choose model={saved_name} or another weights file")
+    model_name = network_name(model_cfg) if model_cfg else type(net).__name__
+    saved = hparams.get("model_cfg") or {}
+    if model_cfg and saved.get("_target_") and network_name(saved) != model_name:
+        raise InvalidInput(f"init.weights_path={path} is a checkpoint of a {network_name(saved)} network, but this run "
+                           f"builds a {model_name}; choose the model that checkpoint was trained with, or another "
+                           "weights file")
     own = net.state_dict()
     state = align_prefix(state, own)
     head = module_name(net, net.head)
@@ -80,7 +85,7 @@ def load_weights(net: Backbone, path: str | Path, model_name: str | None = None)
         problems = [f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}" if unexpected else "",
                     f"{len(missing)} missing key(s): {_listed(missing)}" if missing else "",
                     f"{len(reshaped)} key(s) of another shape (file vs network): {_listed(reshaped)}" if reshaped else ""]
-        raise InvalidInput(f"model.weights_path={path} does not fit model {model_name or type(net).__name__} (weights of another "
+        raise InvalidInput(f"init.weights_path={path} does not fit model {model_name} (weights of another "
                          f"architecture, width or input stem?): " + "; ".join(p for p in problems if p))
     new_head = [k for k in head_keys if k not in state or state[k].shape != own[k].shape]
     file_classes = state[f"{head}.weight"].shape[0] if f"{head}.weight" in state else None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torchvision.models import resnet as tv
 
-from tincap.errors import InvalidInput
-from tincap.models.backbone import InputSpec
+from tincap.data.input_spec import InputSpec
 from tincap.models.pretrained import torchvision_weights
+from tincap.runtime.errors import InvalidInput
 
 _BLOCKS = {18: (tv.BasicBlock, [2, 2, 2, 2]), 34: (tv.BasicBlock, [3, 4, 6, 3]), 50: (tv.Bottleneck, [3, 4, 6, 3])}
 

@@ -11,8 +11,8 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from tincap.errors import InvalidInput, UserError
-from tincap.models.backbone import InputSpec
+from tincap.data.input_spec import InputSpec
+from tincap.runtime.errors import InvalidInput, UserError
 
 
 def create_timm_model(arch: str, num_classes: int, pretrained: bool, **kwargs: float) -> nn.Module:
@@ -23,7 +23,7 @@ def create_timm_model(arch: str, num_classes: int, pretrained: bool, **kwargs: f
                          + (f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('*name*')"))
     if not pretrained:
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, **kwargs)
-    fix = (f"Offline, download the weights file elsewhere and pass model.weights_path=/path/to/{arch}.pth "
+    fix = (f"Offline, download the weights file elsewhere and pass init.weights_path=/path/to/{arch}.pth "
            "with model.pretrained=false")
     reason = hub_unreachable()
     if reason:

@@ -1,1 +1,2 @@
-"""LightningModules: they own losses, metrics and optimisers around the plain networks of tincap.models."""
+"""Tasks: LightningModules that own losses, metrics, optimisers and their outputs around the plain networks of
+tincap.models, behind one contract (`task.Task`) that the commands drive; `loading` rebuilds one from its checkpoint."""

@@ -1,14 +1,14 @@
-"""Captioning as a LightningModule: it trains (cross-entropy, then optionally SCST) and decodes; `evaluation/` scores."""
+"""Captioning as a task: it trains (cross-entropy, then optionally SCST as a second fit stage) and decodes;
+`evaluation/` scores."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import hydra
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -16,7 +16,6 @@ from torch import Tensor
 
 from tincap.data.caption_datamodule import CaptionData, pad_groups
 from tincap.data.vocab import Vocabulary
-from tincap.errors import InvalidInput
 from tincap.evaluation.caption_metrics import CiderD
 from tincap.evaluation.caption_scoring import (
     CaptionScorer,
@@ -35,16 +34,28 @@ from tincap.models.caption_search import (
     sample_captions,
 )
 from tincap.models.digest import state_digest
+from tincap.runtime.checkpoint_io import read_checkpoint
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.gathering import gather_by_index
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
 from tincap.tasks.self_critical import ScstSettings, advantages, self_critical_loss
+from tincap.tasks.task import FitStage, StageOutputs, Task
 
 log = logging.getLogger(__name__)
 
 
-class Captioner(L.LightningModule):
+def saved_vocabulary(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The vocabulary a captioner checkpoint's datamodule saved as its state; None in one from before it was kept there."""
+    return (ckpt.get(CaptionData.__qualname__) or {}).get("vocab")
+
+
+class Captioner(Task):
     """Encoder (`net`, any tincap backbone) + decoder (`decoder` config) writing in `vocab`, which the checkpoint keeps
     as the datamodule's state."""
+
+    data_type = CaptionData
+    output_stages: ClassVar[tuple[str, ...]] = ("val", "test")
+    evaluation_settings: ClassVar[tuple[str, ...]] = ("beam", "length_penalty")
 
     def __init__(
         self,
@@ -84,8 +95,6 @@ class Captioner(L.LightningModule):
         self._hyps: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.results: dict[str, dict[str, Any]] = {}
 
-    output_stages = ("val", "test")
-
     @property
     def net(self) -> Backbone:
         return self.encoder.backbone
@@ -106,14 +115,39 @@ class Captioner(L.LightningModule):
             dm.use_encoder(self.encoder.feature_map, state_digest(self.encoder.backbone))
             self.encoder.precomputed = True
 
+    @classmethod
+    def checkpoint_inputs(cls, ckpt: dict[str, Any], path: Path, key: str) -> dict[str, Any]:
+        """The vocabulary the decoder writes in, which the checkpoint keeps as its datamodule's state."""
+        vocab = saved_vocabulary(ckpt)
+        if vocab is None:
+            raise InvalidInput(f"{key}={path} is a captioner checkpoint from before the vocabulary was kept in the "
+                               "datamodule's state; retrain it with this version (python train.py experiment=...)")
+        return {"vocab": Vocabulary.from_state_dict(vocab)}
+
+    def fit_stages(self) -> list[FitStage]:
+        """Cross-entropy, then task.scst.epochs of SCST from its best checkpoint; with task.scst.init_from, SCST alone
+        (`setup` starts it from that checkpoint)."""
+        scst = FitStage("self-critical", self.scst.epochs, self.begin_self_critical)
+        if self.scst.init_from is not None:
+            return [scst]
+        return [FitStage("cross-entropy"), *([scst] if self.scst.epochs else [])]
+
+    def data_settings(self) -> dict[str, Any]:
+        return {**super().data_settings(), "max_len": self.data_info["max_len"]}
+
+    def adopt_data(self, datamodule: CaptionData, source: str) -> None:
+        """Decode with the checkpoint's own words, whatever the new data's captions would build."""
+        datamodule.load_state_dict({"vocab": self.vocab.state_dict()})
+
+    def set_evaluation(self, name: str, value: Any) -> None:
+        if name == "beam":
+            self.hparams.beam_size = self.hparams.val_beam_size = int(value)
+        else:
+            self.hparams.length_penalty = float(value)
+
     def begin_self_critical(self, ckpt_path: str | None) -> None:
         """Switch to SCST from a cross-entropy checkpoint (None: the weights as they are): image batches, CIDEr-D
         rewards with the training set's document frequencies, and the constant task.scst.lr."""
-        from tincap.checkpoints import (
-            read_checkpoint,  # checkpoints rebuilds tasks, so it imports this module
-            saved_vocabulary,
-        )
-
         dm: CaptionData = self.trainer.datamodule
         if ckpt_path is not None:
             ckpt = read_checkpoint(Path(ckpt_path).expanduser(), "task.scst.init_from")
@@ -254,19 +288,20 @@ class Captioner(L.LightningModule):
         self.train(was_training)
         return torch.cat(pooled)
 
-    def write_outputs(self, out_dir: Path, stage: str, datamodule: CaptionData) -> tuple[dict[str, float], dict[str, Any]]:
+    def write_outputs(self, out_dir: Path, stage: str, datamodule: CaptionData) -> StageOutputs:
         """captions_<stage>.csv (image, generated, first reference); on test also the baselines' scores."""
         result = self.results.get(stage)
         if not result:
-            return {}, {}
+            return StageOutputs()
         split = datamodule.splits[stage]
         write_captions_csv(Path(out_dir) / f"captions_{stage}.csv", [split.names[i] for i in result["index"]],
                            result["hypotheses"], [split.captions[i][0] for i in result["index"]])
         if stage != "test":
-            return {}, {}
-        return baseline_scores(self.pooled_features, datamodule.eval_dataloader("train", share=False),
-                               datamodule.eval_dataloader(stage, share=False), datamodule.references("train"),
-                               datamodule.references(stage), stage), {}
+            return StageOutputs()
+        return StageOutputs(metrics=baseline_scores(
+            self.pooled_features, datamodule.eval_dataloader("train", share=False),
+            datamodule.eval_dataloader(stage, share=False), datamodule.references("train"), datamodule.references(stage),
+            stage))
 
     def configure_optimizers(self) -> Any:
         head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]

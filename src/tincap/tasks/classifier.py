@@ -1,10 +1,11 @@
-"""Classification as a LightningModule: loss, metrics, optimiser and the best epoch's figures around a plain network."""
+"""Classification as a task: loss, metrics, optimiser and the best epoch's figures around a plain network."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -21,12 +22,17 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from tincap.errors import InvalidInput
+from tincap.data.classification import ClassificationDataModule
 from tincap.evaluation.classification import write_classification_files
+from tincap.evaluation.submission import read_id_category_csv, write_submission
 from tincap.models.backbone import Backbone
 from tincap.models.freezing import keep_frozen_norms_in_eval
+from tincap.runtime.errors import InvalidInput
 from tincap.tasks.gathering import gather_by_index
 from tincap.tasks.schedules import optimizer_config, scale_group_lrs
+from tincap.tasks.task import StageOutputs, Task
+
+log = logging.getLogger(__name__)
 
 
 def eval_metrics(num_classes: int) -> MetricCollection:
@@ -56,6 +62,20 @@ def param_groups(net: Backbone, weight_decay_norm_bias: bool, backbone_lr_scale:
     ]
 
 
+def score_against_key(ids: list[str], probs: Tensor, labels_csv: str | Path) -> dict[str, float]:
+    """Top-1/top-5 of test predictions against an 'Id,Category' answer key."""
+    key = read_id_category_csv(labels_csv)
+    missing = [i for i in ids if i not in key]
+    if missing:
+        raise InvalidInput(f"labels_csv={labels_csv} has no label for {len(missing)} test images, e.g. {missing[:3]}")
+    targets = torch.tensor([key[i] for i in ids])
+    top5 = probs.topk(min(5, probs.shape[1]), dim=1).indices
+    return {
+        "test/acc": float((probs.argmax(1) == targets).float().mean()),  # exactly what submission.csv holds
+        "test/acc_top5": float((top5 == targets[:, None]).any(1).float().mean()),
+    }
+
+
 TTA_MODES = ("none", "flip")
 
 
@@ -66,13 +86,17 @@ def check_tta(mode: str, key: str) -> str:
     return mode
 
 
-class Classifier(L.LightningModule):
+class Classifier(Task):
     """Owns cross-entropy, torchmetrics, optimiser/scheduler; the network stays a plain nn.Module (`self.net`)."""
+
+    data_type = ClassificationDataModule
+    output_stages: ClassVar[tuple[str, ...]] = ("val",)  # figures of the validation split; eval.py writes any split's
+    evaluation_settings: ClassVar[tuple[str, ...]] = ("tta",)
 
     def __init__(
         self,
         net: Backbone,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer] | None,
         scheduler: Callable[..., dict[str, Any]] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = True,
@@ -124,6 +148,17 @@ class Classifier(L.LightningModule):
         """An entry script's test-time augmentation override; None keeps the checkpoint's task.tta."""
         if mode is not None:
             self.tta = check_tta(str(mode), key)
+
+    def set_evaluation(self, name: str, value: Any) -> None:
+        self.use_tta(value, f"task.{name}")
+
+    def adopt_data(self, datamodule: ClassificationDataModule, source: str) -> None:
+        """Refuse data of another label set: the head's outputs are the checkpoint's classes, in its order."""
+        names = self.class_names
+        if datamodule.class_names != names:
+            raise InvalidInput(
+                f"{source} was trained on {len(names)} classes {names[:3]}..., but {datamodule.root} has "
+                f"{datamodule.num_classes} classes {datamodule.class_names[:3]}...; evaluate on the same label set")
 
     def predict_logits(self, x: Tensor, plain: Tensor | None = None) -> Tensor:
         """Logits for evaluation and prediction: with `tta=flip`, the mean of the image's (`plain`, when already
@@ -220,14 +255,26 @@ class Classifier(L.LightningModule):
         result = self.results.pop("predict")
         return result["index"].tolist(), result["probs"]
 
-    output_stages = ("val",)
-
-    def write_outputs(self, out_dir: Path, stage: str, datamodule: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    def write_outputs(self, out_dir: Path, stage: str, datamodule: ClassificationDataModule) -> StageOutputs:
         """confusion_matrix.png, roc.png and per_class.csv of an evaluated stage; the figures go to TensorBoard."""
         result = self.results.get(stage) or {}
         if "confusion" not in result or not len(result["targets"]):
-            return {}, {}
-        return {}, write_classification_files(out_dir, result, self.class_names)
+            return StageOutputs()
+        return StageOutputs(figures=write_classification_files(out_dir, result, self.class_names))
+
+    def write_predictions(self, trainer: L.Trainer, datamodule: ClassificationDataModule, out_dir: Path,
+                          ckpt_path: str | None = None, answer_key: str | None = None) -> dict[str, float]:
+        """submission.csv of an unlabelled test split ("Id,Category", Kaggle's format), written once by rank 0; with
+        `answer_key` (an "Id,Category" file), the top-1/top-5 accuracy of those predictions."""
+        index, probs = self.predict_in_order(trainer, datamodule=datamodule, ckpt_path=ckpt_path)
+        ids = datamodule.splits["test"].ids
+        path = Path(out_dir) / "submission.csv"
+        if len(index) < len(ids):  # fast_dev_run, limit_predict_batches
+            log.warning("predicted %d of %d test images: no %s", len(index), len(ids), path.name)
+            return {}
+        if trainer.is_global_zero:
+            write_submission(path, ids, probs.argmax(1).numpy())
+        return score_against_key(ids, probs, answer_key) if answer_key else {}
 
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.hparams.weight_decay_norm_bias, self.hparams.backbone_lr_scale)

@@ -10,6 +10,7 @@ import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, OneCycleLR, ReduceLROnPlateau, StepLR
 
+
 def scale_group_lrs(optimizer: Optimizer) -> Optimizer:
     """Give each parameter group its `lr_scale` x the configured rate (before a schedule records its base rates)."""
     for group in optimizer.param_groups:

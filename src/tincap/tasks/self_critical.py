@@ -7,7 +7,7 @@ from typing import Literal
 
 from torch import Tensor
 
-from tincap.errors import InvalidInput
+from tincap.runtime.errors import InvalidInput
 
 
 @dataclass(frozen=True)
