@@ -33,7 +33,7 @@ bench: install
 
 # the documentation site on http://127.0.0.1:8000 (mkdocs.yml, docs/)
 docs: install
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean-cache:
 	rm -rf .cache

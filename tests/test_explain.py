@@ -158,7 +158,7 @@ def test_mlp_is_refused_with_a_clear_error(base: Path, checkpoints: dict) -> Non
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
-    assert f"{ckpt}: model 'mlp' cannot be explained with Grad-CAM" in err and "no spatial feature map for Grad-CAM" in err
+    assert f"{ckpt}: model MLP cannot be explained with Grad-CAM" in err and "no spatial feature map for Grad-CAM" in err
 
 
 def test_cam_layer_is_each_models_last_conv_block() -> None:

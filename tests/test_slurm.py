@@ -88,7 +88,7 @@ def test_sweep_submits_one_sbatch_job_per_combination(slurm: Cluster, tmp_path: 
     run("report.py", str(sweep))
     with open(sweep / "report.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert sorted((r["run"], r["model"]) for r in rows) == [("0", "cnn"), ("1", "mlp")]
+    assert sorted((r["run"], r["model"]) for r in rows) == [("0", "CNN"), ("1", "MLP")]  # the networks' classes
 
 
 def test_ddp_job_takes_its_ranks_from_srun_and_evaluates_like_one_process(slurm: Cluster, tmp_path: Path) -> None:
@@ -102,8 +102,8 @@ def test_ddp_job_takes_its_ranks_from_srun_and_evaluates_like_one_process(slurm:
                                                          (f"{job}.0", "COMPLETED")]
     assert steps[2]["NTasks"] == "2"  # one srun step of two tasks: the two DDP processes
     for rank in (0, 1):
-        err = (sweep / ".submitit" / job / f"{job}_{rank}_log.err").read_text()
-        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in err  # Lightning took the rank from SLURM_PROCID
+        said = "".join((sweep / ".submitit" / job / f"{job}_{rank}_log.{kind}").read_text() for kind in ("out", "err"))
+        assert f"GLOBAL_RANK: {rank}, MEMBER: {rank + 1}/2" in said  # Lightning took the rank from SLURM_PROCID
 
     # one run directory and one metrics.json; rank 1 logged beside rank 0
     run_dir = sweep / "0"
@@ -206,7 +206,8 @@ def test_preempted_jobs_requeue_and_resume_to_the_uninterrupted_result(slurm: Cl
         assert "resume=" not in (run_dir / ".hydra" / "overrides.yaml").read_text()
         (record,) = (run_dir / ".hydra").glob("requeued_1_*/overrides.yaml")
         assert f"resume={run_dir}" in record.read_text()
-        log = (sweep / ".submitit" / job / f"{job}_0_log.err").read_text()  # both runs append to it
-        assert f"Restoring states from the checkpoint path at {run_dir}/checkpoints/last.ckpt" in log
+        log = "".join((sweep / ".submitit" / job / f"{job}_0_log.{kind}").read_text()  # both runs append to it
+                      for kind in ("out", "err"))
+        assert f"resuming from {run_dir}/checkpoints/last.ckpt, after epoch" in log
         # one TensorBoard run holding the three epochs as the uninterrupted job logged them
         assert tb_scalars(run_dir / "tensorboard", "val/acc") == tb_scalars(sweep / "2" / "tensorboard", "val/acc")

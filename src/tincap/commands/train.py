@@ -124,6 +124,7 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     if not ckpt.is_file():
         raise MissingInput(f"resume={cfg.resume}: {ckpt} not found; expected the directory of a run that saved "
                            "checkpoints/last.ckpt (a run stopped before its first epoch ended has none: start it anew)")
+    log.info("resuming from %s, after epoch %d", ckpt, checkpoint_epoch(ckpt))
     return str(ckpt)
 
 

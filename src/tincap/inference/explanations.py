@@ -27,6 +27,7 @@ from tincap.evaluation.gradcam import (
     overlay_name,
     write_png,
 )
+from tincap.models import network_name
 from tincap.runtime.atomic import atomic_write_bytes, atomic_write_csv
 from tincap.runtime.errors import InvalidInput
 from tincap.tasks.classifier import Classifier
@@ -53,8 +54,8 @@ def load_explainable(ckpt_path: str | Path) -> Classifier:
     try:
         cam_layer(task.net)
     except ValueError as exc:
-        name = (task.hparams.get("model_cfg") or {}).get("name", "?")
-        raise InvalidInput(f"ckpt_path={ckpt_path}: model '{name}' cannot be explained with Grad-CAM: {exc}") from None
+        name = network_name(task.hparams.get("model_cfg") or {})
+        raise InvalidInput(f"ckpt_path={ckpt_path}: model {name} cannot be explained with Grad-CAM: {exc}") from None
     return task
 
 
