@@ -34,6 +34,8 @@ QUIET_WARNINGS = (
     r".*module\(s\) in eval mode at the start of training.*",  # a frozen encoder
     r".*`srun` command is available on your system but is not used.*",  # a machine with SLURM installed
     r".*GPU available but not used.*",
+    r".*is smaller than the logging interval.*",  # a tiny run's epoch: nothing is lost, the epoch's means are logged
+    r".*is not supported by the model summary.*",  # bf16: the summary's size is that of fp32 parameters
 )
 
 
