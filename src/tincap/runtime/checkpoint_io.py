@@ -27,16 +27,18 @@ from tincap.runtime.errors import InvalidInput, MissingInput
 LEGACY_HPARAM_GLOBALS = [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any,
                          collections.defaultdict, dict, list, int]
 
-def read_file(path: str | Path, expected: str, key: str | None = None) -> Any:
+
+
+def read_file(path: str | Path, expected: str, key: str | None = None, mmap: bool = False) -> Any:
     """The contents of a torch file, loaded without unpickling code; errors name the key, the file and what it
-    should be."""
+    should be. `mmap`: tensors are mapped, not read, until used (a zip-format file, as torch.save writes)."""
     path = Path(path).expanduser()
     named = f"{key}={path}" if key else str(path)
     if not path.is_file():
         raise MissingInput(f"{named}: file not found; expected {expected}")
     try:
         with torch.serialization.safe_globals(LEGACY_HPARAM_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         foreign = _foreign_globals(path)
         if foreign is None and "GLOBAL" in str(exc):  # a legacy-format file names its globals only when unpickled
@@ -117,5 +119,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint_epoch(path: str | Path) -> int:
-    """The epochs a checkpoint had completed when it was written."""
-    return int(read_file(path, "a checkpoint written by this run")["epoch"]) + 1
+    """The epochs a checkpoint had completed when it was written (its weights are mapped, not read)."""
+    return int(read_file(path, "a checkpoint written by this run", mmap=True)["epoch"]) + 1
