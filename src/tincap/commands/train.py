@@ -23,7 +23,7 @@ from tincap.models import construct_network, plain_config
 from tincap.models.initialisation import Initialisation
 from tincap.runtime.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
 from tincap.runtime.checkpoint_io import AtomicCheckpointIO, checkpoint_epoch
-from tincap.runtime.console import metric_lines
+from tincap.runtime.console import config_leaves, metric_lines
 from tincap.runtime.entry import Outcome, hydra_entry, task_wrapper
 from tincap.runtime.errors import InvalidInput, MissingInput
 from tincap.runtime.rundir import write_metrics
@@ -42,24 +42,18 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
 
 def flat_config(cfg: DictConfig, sep: str = "/") -> dict[str, Any]:
     """Scalar leaves of the config as 'a/b/c' keys, for TensorBoard's hyper-parameter table ('a.b.c' for trackers)."""
-    flat: dict[str, Any] = {}
+    return {key: hyper_parameter(value) for key, value in config_leaves(cfg, sep).items() if value != {}}
 
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}{sep}{k}" if prefix else str(k))
-        elif isinstance(node, (int, float, str, bool)) or node is None:
-            flat[prefix] = "null" if node is None else node
-        elif isinstance(node, list) and all(isinstance(v, (int, float, str, bool)) for v in node):
-            flat[prefix] = ", ".join(map(str, node))  # e.g. tags, shown as the report shows them
-        else:
-            flat[prefix] = str(node)
 
-    for key in cfg:
-        if key != "hydra":
-            value = cfg[key]
-            walk(OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value, str(key))
-    return flat
+def hyper_parameter(value: Any) -> Any:
+    """A config leaf as a logger takes it: scalars as they are, null as "null", anything else as text."""
+    if isinstance(value, (int, float, str, bool)):
+        return value
+    if value is None:
+        return "null"
+    if isinstance(value, list) and all(isinstance(v, (int, float, str, bool)) for v in value):
+        return ", ".join(map(str, value))  # e.g. tags, shown as the report shows them
+    return str(value)
 
 
 def build_trainer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -288,13 +288,6 @@ class CaptionData(ImageDataModule):
         """What the captioner is built with besides its config: the vocabulary its decoder writes in."""
         self.setup()
         return {"vocab": self.vocab}
-
-    def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
-        self.setup()
-        normalise = BatchTransform(train=False, mean=self.mean, std=self.std)
-        images = self.splits["train"].images  # (N, H, W, 3) uint8
-        for start in range(0, len(images), chunk):
-            yield normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))
 
     def describe(self) -> dict[str, Any]:
         self.setup()

@@ -31,7 +31,6 @@ from tincap.data.transforms import (
     ProgressiveResize,
 )
 from tincap.runtime.errors import InvalidInput
-from tincap.runtime.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -189,16 +188,9 @@ class ClassificationDataModule(ImageDataModule):
         return batch
 
     def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
-        """The training images as the first training epoch feeds them, without augmentation: normalised, at that
-        epoch's size (data.progressive's smallest); (chunk, 3, s, s) float batches, for statistics of the data."""
-        self.setup()
-        images = self.splits["train"].images  # (N, H, W, 3) uint8
-        normalise = self.transform(train=False)
-        with progress(len(images), f"{self.name} train images, as the first epoch sees them") as advance:
-            for start in range(0, len(images), chunk):
-                x = normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))
-                yield x if self.progressive is None else self.progressive(x, 0, 1)
-                advance(len(x))
+        """As ImageDataModule's, at the first epoch's size (data.progressive's smallest)."""
+        for x in super().first_epoch_pixels(chunk):
+            yield x if self.progressive is None else self.progressive(x, 0, 1)
 
     def has_labels(self, split: str) -> bool:
         self.setup()

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from tincap.data.input_spec import InputSpec
+from tincap.data.transforms import BatchTransform
+from tincap.runtime.progress import progress
 
 
 class ImageDataModule(L.LightningDataModule, ABC):
@@ -60,7 +63,13 @@ class ImageDataModule(L.LightningDataModule, ABC):
         """What a checkpoint must remember to preprocess new images identically (image_size, mean, std, dataset,
         num_classes, ...)."""
 
-    @abstractmethod
     def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
         """The training images as the first epoch feeds them, without augmentation: normalised (chunk, 3, s, s)
         float batches, for statistics of the data (init.whiten_stem)."""
+        self.setup()
+        images = self.splits["train"].images  # (N, H, W, 3) uint8
+        normalise = BatchTransform(train=False, mean=self.mean, std=self.std)
+        with progress(len(images), f"{self.name} train images, as the first epoch sees them") as advance:
+            for start in range(0, len(images), chunk):
+                yield normalise(torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2))
+                advance(min(chunk, len(images) - start))

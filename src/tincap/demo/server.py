@@ -17,7 +17,7 @@ from tincap.data.image_files import IMAGE_EXTENSIONS, list_images
 from tincap.runtime.errors import InvalidInput, MissingInput, UserError
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.classifier import Classifier
-from tincap.tasks.task import Task
+from tincap.tasks.task import Task, for_task
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -79,9 +79,9 @@ def build_page(task: Task, cfg: DictConfig, examples: list[Path]) -> gr.Blocks:
     from tincap.demo import captioner_page, classifier_page
 
     builders: dict[type[Task], PageBuilder] = {Classifier: classifier_page.build, Captioner: captioner_page.build}
-    for cls in type(task).__mro__:
-        if cls in builders:
-            return builders[cls](task, cfg, examples)
+    build = for_task(builders, task)
+    if build is not None:
+        return build(task, cfg, examples)
     kinds = ", ".join(cls.__name__ for cls in builders)
     raise InvalidInput(f"ckpt_path={cfg.ckpt_path} is a {type(task).__name__} checkpoint; demo.py has pages for "
                        f"{kinds} tasks only")

@@ -17,7 +17,7 @@ from tincap.models import network_name
 from tincap.runtime.errors import InvalidInput
 from tincap.tasks.captioner import Captioner
 from tincap.tasks.classifier import Classifier
-from tincap.tasks.task import Task
+from tincap.tasks.task import Task, for_task
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def model_label(task: Task, ckpt: Path) -> str:
 
 def exporter(task: Task, ckpt: Path) -> tuple[Callable[[Any], list[Graph]], Callable[[Any], dict[str, Any]]]:
     """The graphs and sidecar of the task's kind (its class or the nearest base that has them)."""
-    for cls in type(task).__mro__:
-        if cls in EXPORTERS:
-            return EXPORTERS[cls]
+    found = for_task(EXPORTERS, task)
+    if found is not None:
+        return found
     kinds = ", ".join(cls.__name__ for cls in EXPORTERS)
     raise InvalidInput(f"ckpt_path={ckpt} is a {type(task).__name__} checkpoint; export.py writes the graphs of "
                        f"{kinds} tasks only")

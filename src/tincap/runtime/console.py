@@ -64,23 +64,29 @@ def quiet_console() -> None:
             handler.addFilter(silence)
 
 
-def override_lines(cfg: DictConfig) -> list[str]:
-    """The resolved config as `key=value` lines, one per leaf, groups first: each can go onto a command line."""
+def config_leaves(cfg: DictConfig, sep: str = ".") -> dict[str, Any]:
+    """Every leaf of the resolved config (Hydra's own node aside) by its joined key, groups first; lists and empty
+    mappings are leaves."""
     keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER and k != "hydra"]
-    lines: list[str] = []
+    leaves: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, Mapping) and node:
             for k, v in node.items():
-                walk(v, f"{prefix}.{k}")
+                walk(v, f"{prefix}{sep}{k}")
         else:
-            lines.append(f"{prefix}={_value(node)}")
+            leaves[prefix] = node
 
     for key in keys:
         value = cfg[key]
         walk(OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value,
              str(key))
-    return lines
+    return leaves
+
+
+def override_lines(cfg: DictConfig) -> list[str]:
+    """The resolved config as `key=value` lines, one per leaf, groups first: each can go onto a command line."""
+    return [f"{key}={_value(value)}" for key, value in config_leaves(cfg).items()]
 
 
 def _value(value: Any) -> str:

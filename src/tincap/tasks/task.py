@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import lightning as L
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # the key under which a checkpoint records the class of the task that wrote it ("package.module.ClassName")
 TASK_CLASS_KEY = "tincap_task_class"
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -125,3 +127,9 @@ class Task(L.LightningModule, ABC):
         """Outputs of an unlabelled test split (a Kaggle submission, say), scored against `answer_key` when given;
         returns their metrics. The default: the task writes none."""
         return {}
+
+
+def for_task(registry: Mapping[type[Task], V], task: Task) -> V | None:
+    """What a registry keyed by task classes (export's graphs, demo's pages) holds for `task`: its own class's entry,
+    else the nearest base class's; None for a kind of task the registry does not know."""
+    return next((registry[cls] for cls in type(task).__mro__ if cls in registry), None)
