@@ -6,7 +6,9 @@ one training step of timm's tf_efficientnet_lite0 at 64/128/224 px beside the cu
 Then `fit/tin30_epoch` (one epoch of experiment=tin30_cnn as train.py runs it), `eval/tta_flip` beside
 `eval/plain` (the cost of flip test-time augmentation), `step/compiled` beside `step/fp32_channels_last`, and, when
 CUDA is present, `gpu/loader` (img/s into device memory: host augmentation, device augmentation, data on the device),
-`gpu/step` (bf16, with and without torch.compile) and `gpu/epoch`.
+`gpu/step` (bf16, with and without torch.compile) and `gpu/epoch`; and `decode/*`: captions/s of the attention LSTM and
+the Transformer decoder side by side (beam 3 and greedy, batch 32), with the Transformer's greedy decoding recomputing
+its prefix beside its cached one.
 Stdout holds the JSON lines alone. Never fails on a timing; uses ../shared/data/tinyimagenet30 (or $TINCAP_SHARED_DATA) and the generated shapes
 when that is absent.
 """
@@ -34,6 +36,9 @@ sys.path.insert(0, str(REPO / "src"))
 from tincap.data.classification import ClassificationDataModule  # noqa: E402
 from tincap.data.shapes import ShapesData  # noqa: E402
 from tincap.data.tin30 import TinyImageNet30  # noqa: E402
+from tincap.models.caption_decoders import AttentionDecoder  # noqa: E402
+from tincap.models.caption_search import beam_search, greedy_decode  # noqa: E402
+from tincap.models.caption_transformer import TransformerDecoder  # noqa: E402
 from tincap.models.cnn import CNN  # noqa: E402
 from tincap.runtime.callbacks import Throughput  # noqa: E402
 from tincap.tasks.classifier import Classifier  # noqa: E402
@@ -327,6 +332,47 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
                       "trainer.compile=true")
 
 
+def decoders(vocab: int, channels: int) -> dict[str, torch.nn.Module]:
+    """The attention LSTM and the Transformer at the sizes of flickr8k_attention_imagenet and
+    flickr8k_transformer_imagenet."""
+    return {"attention_lstm": AttentionDecoder(vocab, channels, embed_dim=512, hidden_dim=512, attention_dim=512),
+            "transformer": TransformerDecoder(vocab, channels)}
+
+
+def greedy_recomputing(decoder: TransformerDecoder, image: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Greedy decoding without the cache: the whole prefix through the decoder again at every word."""
+    tokens = torch.ones(image.size(0), 1, dtype=torch.long)  # <bos>
+    for _ in range(max_len):
+        logits = decoder(image, torch.cat([tokens, tokens[:, :1]], 1))[:, -1]  # (N, V): the last position's
+        tokens = torch.cat([tokens, logits.argmax(-1, keepdim=True)], 1)
+    return tokens[:, 1:]
+
+
+@torch.inference_mode()
+def bench_decode(args: argparse.Namespace) -> None:
+    """decode/<decoder>_beam3 and _greedy: captions/s over a batch of 7x7x1280 maps (EfficientNet-Lite0 at 224 px),
+    fp32, every caption written to max_len (untrained weights rarely write <eos>), so both decoders take the same
+    number of steps; and the Transformer's greedy decoding recomputing its prefix, beside the cached one."""
+    torch.manual_seed(0)
+    vocab, max_len, n = 3308, args.caption_len, args.decode_batch
+    image = torch.randn(n, 49, 1280).relu()
+    for name, decoder in decoders(vocab, 1280).items():
+        decoder.eval()
+        with torch.no_grad():
+            decoder.fc.bias[2] = -1e4  # never <eos>: every caption is max_len words long
+        runs = {"beam3": lambda d=decoder: beam_search(d, image, 3, max_len),
+                "greedy": lambda d=decoder: greedy_decode(d, image, max_len)}
+        if name == "transformer":
+            runs["greedy_recomputing_prefix"] = lambda d=decoder: greedy_recomputing(d, image, max_len)
+        for run, decode in runs.items():
+            decode()  # warm-up
+            started = time.perf_counter()
+            decode()
+            seconds = time.perf_counter() - started
+            emit(name=f"decode/{name}_{run}", captions_per_s=round(n / seconds, 1), batch=n, words=max_len,
+                 precision="32-true")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -340,12 +386,15 @@ def main() -> None:
                         help="also run the GPU rows' code on the CPU (named cpu_as_device/...): a check without a GPU")
     parser.add_argument("--device-only", action="store_true",
                         help="only the GPU rows (a GPU machine lent for minutes need not time the CPU rows)")
+    parser.add_argument("--decode-batch", type=int, default=32, help="decode/*: images a batch")
+    parser.add_argument("--caption-len", type=int, default=20, help="decode/*: words a caption")
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
     json_only_stdout()
     if args.quick:
         args.loader_batches, args.fit_steps, args.lever_steps, args.batch_size = 3, 3, 1, 4  # emulated bf16: slow
         args.timm_batch_size = 2
+        args.decode_batch, args.caption_len = 2, 4
     torch.set_num_threads(os.cpu_count() or 1)
     if args.device_only:
         bench_device(args, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
@@ -358,6 +407,7 @@ def main() -> None:
     epoch_seconds("fit/tin30_epoch", args)
     bench_tta(dm, args)
     bench_compile(dm.num_classes, args, torch.device("cpu"), "step", bf16=False)
+    bench_decode(args)
     if torch.cuda.is_available():
         bench_device(args, torch.device("cuda"))
     elif args.device_rows_on_cpu:

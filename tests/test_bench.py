@@ -30,6 +30,9 @@ def test_bench_quick_prints_json_records(tin30_small: Path, tmp_path: Path) -> N
     assert by_name["fit/tin30_epoch"] == {"name": "fit/tin30_epoch", "skipped": "--quick"}
     assert by_name["eval/tta_flip"]["cost_vs_plain"] > 1.2  # two forward passes per image instead of one
     assert by_name["step/compiled"] == {"name": "step/compiled", "skipped": "--quick"}
+    for name in ("decode/attention_lstm_beam3", "decode/attention_lstm_greedy", "decode/transformer_beam3",
+                 "decode/transformer_greedy", "decode/transformer_greedy_recomputing_prefix"):
+        assert by_name[name]["captions_per_s"] > 0 and by_name[name]["batch"] == 2, name
 
 
 @pytest.mark.slow  # compiles the CNN twice on the CPU (~3 min on 2 cores)

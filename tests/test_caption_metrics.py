@@ -7,13 +7,18 @@ import csv
 import math
 import random
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from conftest import require_dataset
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
 from torchmetrics.functional.text import bleu_score
 
+from tincap.data.caption_files import read_captions_file
+from tincap.data.vocab import tokenize
 from tincap.evaluation.caption_metrics import (
     CiderD,
     _BlindBleu,
@@ -24,6 +29,13 @@ from tincap.evaluation.caption_metrics import (
     embedding_lookup,
     mean_cosine,
     nearest_neighbour_captions,
+)
+from tincap.evaluation.caption_scoring import CaptionScorer
+from tincap.evaluation.coco_caption import (
+    JAVA_MISSING,
+    meteor,
+    meteor_unavailable,
+    rouge_l,
 )
 from tincap.evaluation.word_vectors import caption_word_vectors
 
@@ -142,6 +154,46 @@ def test_cider_d_matches_coco_caption_when_installed() -> None:
         )
         assert mean == pytest.approx(coco_mean, abs=1e-12)
         assert per_image == pytest.approx(list(coco_per_image), abs=1e-12)
+
+
+def flickr8k_dev_corpus(images: int) -> tuple[list[list[str]], list[list[list[str]]]]:
+    """Real captions, tokenised as tincap tokenises: each of the first dev images' first caption as the hypothesis,
+    its other four as the references."""
+    root = require_dataset("flickr8k")
+    names = (root / "Flickr_8k.devImages.txt").read_text().split()[:images]
+    by_image: dict[str, list[list[str]]] = {n: [] for n in names}
+    for record in read_captions_file(root / "captions.txt"):
+        if record.image in by_image:
+            by_image[record.image].append(tokenize(record.caption))
+    return [by_image[n][0] for n in names], [by_image[n][1:] for n in names]
+
+
+def test_rouge_l_and_meteor_equal_coco_caption_on_real_captions() -> None:
+    """tincap's table on 300 real Flickr8k dev images equals coco-caption's (pycocoevalcap) on the same tokens; METEOR
+    needs Java and says so where it is missing."""
+    hyps, refs = flickr8k_dev_corpus(300)
+    gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hyps)}
+    assert rouge_l(hyps, refs) == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
+    assert 0.3 < rouge_l(hyps, refs) < 0.7  # a human caption against four others
+    if shutil.which("java") is None:
+        assert meteor_unavailable() == JAVA_MISSING
+        pytest.skip(JAVA_MISSING)
+    assert meteor_unavailable() is None
+    score = meteor(hyps, refs)
+    assert score == pytest.approx(Meteor().compute_score(gts, res)[0], abs=1e-12) and 0.1 < score < 0.5
+    hyps[0] = []  # an empty caption scores 0 and does not stop the rest
+    assert rouge_l(hyps, refs) < rouge_l(*flickr8k_dev_corpus(300))
+
+
+def test_meteor_is_skipped_with_its_reason_where_no_java_is_found(tmp_path, monkeypatch) -> None:
+    """A PATH without Java: the scorer still computes every other metric, and records why METEOR is missing."""
+    hyps, refs = flickr8k_dev_corpus(100)
+    scorer = CaptionScorer(refs)  # its word vectors need a real corpus
+    monkeypatch.setenv("PATH", str(tmp_path))
+    scores = scorer(hyps, refs, with_meteor=True)
+    assert "meteor" not in scores and scorer.meteor_skipped == JAVA_MISSING
+    assert scores["rouge_l"] > 0 and scores["bleu1"] > 0 and "cider" in scores
 
 
 def test_cider_d_with_a_fixed_corpus() -> None:

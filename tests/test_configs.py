@@ -185,7 +185,7 @@ def test_experiments_compose_to_what_they_set(compose_train, experiment: str) ->
 # <data>_<model>[_<init>][_<variant>]: what it trains on, the network (a captioner's decoder), where its weights
 # start when not from scratch, and what sets it apart from the experiment it extends
 EXPERIMENT_NAME = re.compile(r"(shapes|tin30|cifar10|flickr8k|imagefolder)_(cnn|mlp|alexnet|resnet18|effnet|lstm|"
-                             r"attention)(_(tin30|imagenet))?(_(aug|full|probe|scst))?")
+                             r"attention|transformer)(_(tin30|imagenet))?(_(aug|full|probe|scst))?")
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

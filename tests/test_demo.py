@@ -291,3 +291,28 @@ def test_captioner_page_shows_caption_py_caption_and_each_words_attention(captio
     browser.save_screenshot(str(screenshot))
     assert screenshot.stat().st_size > 20_000
     assert demo.alive() and not network_errors(browser)
+
+
+def test_captioner_page_shows_the_transformers_cross_attention_per_word(flickr8k_transformer_captioner: Path,
+                                                                        flickr8k_small: Path) -> None:
+    """The page's function on a Transformer captioner: caption.py's beam-3 caption, and one overlay per word drawn
+    from the last layer's cross-attention, exactly the weights its decoding step computed for that word."""
+    from tincap.data.cache import decode_files
+    from tincap.demo.attention import word_attention
+    from tincap.demo.captioner_page import CaptionerDemo
+    from tincap.inference.torch_backend import caption_files
+    from tincap.tasks.captioner import Captioner
+    from tincap.tasks.loading import load_task
+
+    task = load_task(flickr8k_transformer_captioner, Captioner).eval()
+    photo = flickr8k_small / "images" / (flickr8k_small / "Flickr_8k.devImages.txt").read_text().split()[0]
+    caption, strip = CaptionerDemo(task, 3)({"path": str(photo), "orig_name": photo.name})
+    [(_, expected)] = caption_files(task, [photo], 3, batch_size=1)
+    assert caption == expected and len(strip) == len(caption.split()) > 0
+    assert [label.split()[0] for _, label in strip] == caption.split()
+    assert all(overlay.shape == (160, 160, 3) for overlay, _ in strip)
+    pixels = decode_files([photo], task.data_info["image_size"]).images[0]
+    maps = word_attention(task, pixels, caption)
+    side = int(len(maps[0][1].ravel()) ** 0.5)
+    assert all(weights.shape == (side, side) and abs(weights.sum() - 1) < 1e-4 for _, weights in maps)
+    assert len({weights.tobytes() for _, weights in maps}) > 1  # the words look at different places

@@ -169,11 +169,19 @@ def test_submitit_local_runs_a_sweep_as_separate_processes(odd_folder: Path, tmp
     assert len(list((sweep / ".submitit").glob("*/*_log.out"))) == 2
 
 
-def test_ddp_captioner_gathers_captions_and_scores_like_one_process(tmp_path: Path) -> None:
+DDP_DECODERS = {
+    "attention": ("task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.decoder.attention_dim=32"),
+    "transformer": ("task/decoder=transformer", "task.decoder.d_model=32", "task.decoder.heads=2",
+                    "task.decoder.ff_dim=64", "task.decoder.num_layers=2"),
+}
+
+
+@pytest.mark.parametrize("decoder", sorted(DDP_DECODERS))
+def test_ddp_captioner_gathers_captions_and_scores_like_one_process(tmp_path: Path, decoder: str) -> None:
     """Each of 9 test images goes to exactly one of 2 processes; the gathered captions score as one process's."""
     args = ("experiment=shapes_attention", "data.shapes_per_class=3", "model.widths=[8,16,32,64]", "task.embed_dim=32",
-            "task.decoder.embed_dim=32", "task.decoder.hidden_dim=32", "task.decoder.attention_dim=32",
-            "data.image_size=32", "data.min_freq=1", "trainer.precision=32", f"paths.cache_dir={tmp_path / 'cache'}")
+            *DDP_DECODERS[decoder], "task.meteor=false", "data.image_size=32", "data.min_freq=1",
+            "trainer.precision=32", f"paths.cache_dir={tmp_path / 'cache'}")
     trained = closing(run("train.py", *args, "trainer.max_epochs=2", *DDP, f"paths.log_dir={tmp_path / 'logs'}"))
     best = trained["best checkpoint"]
     one_dir = Path(closing(run("eval.py", f"ckpt_path={best}", "trainer.precision=32",
@@ -185,7 +193,7 @@ def test_ddp_captioner_gathers_captions_and_scores_like_one_process(tmp_path: Pa
         rows = list(csv.DictReader(fh))
     assert len(rows) == 9 and len({r["image"] for r in rows}) == 9
     assert (two_dir / "captions_test.csv").read_text() == (one_dir / "captions_test.csv").read_text()
-    keys = [f"test/{k}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "cider", "cosine", "distinct_captions",
+    keys = [f"test/{k}" for k in ("bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider", "cosine", "distinct_captions",
                                   "vocab_used", "novel_ratio", "mean_length")]
     assert one["test/bleu1"] > 0
     for key in keys:

@@ -345,3 +345,30 @@ def test_onnx_backend_refuses_what_is_not_a_matching_export(user_runs: dict, tmp
     (swapped / "model.json").write_text(json.dumps({**meta, "format": "torchscript"}))
     with pytest.raises(InvalidInput, match=r"describes a torchscript export; expected onnx"):
         OnnxBackend(str(swapped / "model.json")).predictor(None, lambda: None)
+
+
+def test_transformer_captioner_onnx_writes_the_pytorch_captions_greedy_and_beam_3(
+        flickr8k_transformer_captioner: Path, flickr_dev: list[Path], tmp_path: Path) -> None:
+    """The Transformer decoder's step graph, with its cache of keys and values as state, driven by tincap's search
+    in ONNX Runtime: the PyTorch captions on the 100 real dev images, and its cross-attention for the demo."""
+    task = load_task(flickr8k_transformer_captioner, Captioner).eval()
+    export_task(task, tmp_path, OnnxFormat(opset=17), flickr8k_transformer_captioner)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["decoder"] == "TransformerDecoder" and meta["graphs"]["decoder_step"]["outputs"][-1] == "attention"
+    assert meta["graphs"]["encoder"]["outputs"] == ["features", *(f"state_{i}" for i in range(5))]
+    onnx = OnnxBackend(str(tmp_path / "model.json")).caption_writer()
+    for beam in (1, 3):
+        expected = caption_files(task, flickr_dev, beam)
+        got = onnx.caption(flickr_dev, beam, 64)
+        distinct = len({c for _, c in expected})
+        print(f"\ntransformer beam {beam}: {distinct} distinct captions on {len(flickr_dev)} images")
+        assert distinct >= 20, "a degenerate model: too few distinct captions for the comparison to mean much"
+        assert [(a.name, c) for a, c in got] == [(a.name, c) for a, c in expected]
+    info = task.hparams.data_info
+    pixels = pixels_of(flickr_dev[:8], info["image_size"])
+    with torch.inference_mode():
+        features, *state = EncoderGraph(task.encoder, task.decoder, info["mean"], info["std"])(pixels)
+        task.decoder.step(torch.full((len(pixels),), 1), tuple(state), features)
+    onnx.steps.step(torch.full((len(pixels),), 1), tuple(state), features)
+    assert onnx.steps.last_alpha.shape == task.decoder.last_alpha.shape == (8, features.size(1))
+    assert (onnx.steps.last_alpha - task.decoder.last_alpha).abs().max().item() < 1e-5

@@ -16,6 +16,7 @@ from tincap.models.caption_search import (
     greedy_decode,
     sample_captions,
 )
+from tincap.models.caption_transformer import TransformerDecoder
 from tincap.models.cnn import CNN
 from tincap.runtime.errors import InvalidInput
 from tincap.tasks.captioner import Captioner
@@ -29,9 +30,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_decoder(reads: str, seed: int = 0) -> nn.Module:
+    """A decoder of the global vector, or of the spatial map: the attention LSTM, or the Transformer ("transformer")."""
     torch.manual_seed(seed)
     if reads == "spatial":
         return AttentionDecoder(V, C, embed_dim=8, hidden_dim=12, attention_dim=6)
+    if reads == "transformer":
+        return TransformerDecoder(V, C, d_model=8, num_layers=1, heads=2, ff_dim=16)
     return RNNDecoder(V, D, 8, 12, cell="gru")
 
 
@@ -94,7 +98,7 @@ def _well_formed(ids: Tensor, max_len: int) -> None:
         assert PAD not in row[:cut] and all(x == PAD for x in row[cut:])
 
 
-@pytest.mark.parametrize("reads", ["global", "spatial"])
+@pytest.mark.parametrize("reads", ["global", "spatial", "transformer"])
 def test_sampled_tokens_carry_their_teacher_forced_log_probs(reads: str) -> None:
     dec = make_decoder(reads).eval()
     image, k, max_len = image_for(dec, 3), 4, 6
@@ -119,7 +123,7 @@ def test_sampled_tokens_carry_their_teacher_forced_log_probs(reads: str) -> None
     assert ids.shape == (3 * k, max_len) and not (ids == PAD).any() and not (ids == EOS).any()
 
 
-@pytest.mark.parametrize("reads", ["global", "spatial"])
+@pytest.mark.parametrize("reads", ["global", "spatial", "transformer"])
 def test_a_temperature_sharpens_the_draws_but_not_the_log_probs(reads: str) -> None:
     dec = make_decoder(reads).eval()
     image, max_len = image_for(dec, 2), 6
@@ -141,7 +145,7 @@ def test_a_temperature_sharpens_the_draws_but_not_the_log_probs(reads: str) -> N
     assert torch.equal(ids[:, : greedy.size(1)], greedy) and not ids[:, greedy.size(1):].any()
 
 
-@pytest.mark.parametrize("reads", ["global", "spatial"])
+@pytest.mark.parametrize("reads", ["global", "spatial", "transformer"])
 def test_beam_candidates_are_the_likeliest_captions_with_their_log_probs(reads: str) -> None:
     dec = make_decoder(reads).eval()
     image, k, max_len = image_for(dec, 3), 4, 6
@@ -190,11 +194,16 @@ def test_scst_survives_captions_that_are_all_empty() -> None:
 SHAPE_WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "red", "square", "blue", "circle"]
 
 
-def scst_captioner(scst: dict, rewards: list[list[list[str]]], **decoder: float) -> Captioner:
-    """A tiny attention captioner already in its SCST stage, rewarded against `rewards` (one reference list per
-    dataset index)."""
-    spec = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
-            "attention_dim": 6, **decoder}
+ATTENTION = {"_target_": "tincap.models.caption_decoders.AttentionDecoder", "embed_dim": 8, "hidden_dim": 12,
+             "attention_dim": 6}
+TRANSFORMER = {"_target_": "tincap.models.caption_transformer.TransformerDecoder", "d_model": 8, "num_layers": 1,
+               "heads": 2, "ff_dim": 16}
+
+
+def scst_captioner(scst: dict, rewards: list[list[list[str]]], spec: dict = ATTENTION, **decoder: float) -> Captioner:
+    """A tiny captioner (attention LSTM unless `spec` says) already in its SCST stage, rewarded against `rewards` (one
+    reference list per dataset index)."""
+    spec = {**spec, **decoder}
     task = Captioner(net=CNN(1, widths=(8, 16)), optimizer=None, decoder=spec, vocab=Vocabulary(SHAPE_WORDS),
                      scst={"epochs": 1, **scst}, data_info={"max_len": 6})
     task._rewards = CiderD(rewards)
@@ -203,11 +212,12 @@ def scst_captioner(scst: dict, rewards: list[list[list[str]]], **decoder: float)
 
 
 @pytest.mark.filterwarnings("ignore:.*self.log.*")  # no Trainer here: Lightning skips logging
+@pytest.mark.parametrize("spec", [ATTENTION, TRANSFORMER], ids=["attention", "transformer"])
 @pytest.mark.parametrize(("baseline", "candidates"), [("greedy", "sample"), ("mean", "sample"), ("mean", "beam")])
-def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, candidates: str) -> None:
+def test_self_critical_step_survives_captions_that_are_all_empty(baseline: str, candidates: str, spec: dict) -> None:
     torch.manual_seed(0)
     task = scst_captioner({"samples": 3, "baseline": baseline, "candidates": candidates},
-                          [[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]]).train()
+                          [[["a", "red", "square"]], [["a", "blue", "circle"], ["a", "circle"]]], spec).train()
     with torch.no_grad():
         task.decoder.fc.bias[task.vocab.eos_id] = 50.0
     loss = task.training_step((torch.randn(2, 3, 32, 32), torch.tensor([1, 0])), 0)

@@ -56,7 +56,7 @@ def _closest_ref_len(hyp_len: int, ref_lens: Iterable[int]) -> int:
     return min(ref_lens, key=lambda r: (abs(r - hyp_len), r))
 
 
-def _check_corpus(hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]]) -> None:
+def check_corpus(hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]]) -> None:
     """Every image needs exactly one hypothesis and at least one reference."""
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference sets")
@@ -112,7 +112,7 @@ def corpus_bleu(
     hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]], max_n: int = 4
 ) -> dict[str, float]:
     """Corpus BLEU-1..max_n (Papineni et al. 2002): the standard captioning score, comparable across papers."""
-    _check_corpus(hypotheses, references)
+    check_corpus(hypotheses, references)
     if max_n < 1:
         raise ValueError(f"max_n must be >= 1; got {max_n}")
     matches, totals, hyp_len, ref_len = _bleu_stats(hypotheses, references, max_n)
@@ -160,7 +160,7 @@ class CiderD:
 
     def scores(self, hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]]) -> list[float]:
         """Per-image CIDEr-D of each hypothesis against its own references."""
-        _check_corpus(hypotheses, references)
+        check_corpus(hypotheses, references)
         return [self._score(hyp, [self._vector(r) for r in refs]) for hyp, refs in zip(hypotheses, references)]
 
     def corpus_scores(self, hypotheses: Sequence[Caption], images: Sequence[int]) -> list[float]:
@@ -180,7 +180,7 @@ def cider_d(
 ) -> tuple[float, list[float]]:
     """CIDEr-D of a corpus as coco-caption reports it: (corpus mean, per-image scores), with the document
     frequencies of the evaluated references, so the score of one image depends on the rest of the corpus."""
-    _check_corpus(hypotheses, references)
+    check_corpus(hypotheses, references)
     scores = CiderD(references, n, sigma).scores(hypotheses, references)
     return float(np.mean(scores)), scores
 
@@ -225,7 +225,7 @@ def mean_cosine(
     ``embedding(words)`` returns the (k, dim) vectors of the k words it knows (unknown words skipped) or None.
     An image whose hypothesis has no known word scores 0, and so does a reference with no known word.
     """
-    _check_corpus(hypotheses, references)
+    check_corpus(hypotheses, references)
     if not hypotheses:
         raise ValueError("mean_cosine needs at least one image")
     scores = []
@@ -269,7 +269,7 @@ class _BlindBleu:
     """
 
     def __init__(self, references: Sequence[Sequence[Caption]], max_n: int = 4) -> None:
-        _check_corpus([()] * len(references), references)
+        check_corpus([()] * len(references), references)
         if not references:
             raise ValueError("need at least one image")
         self.max_n = max_n

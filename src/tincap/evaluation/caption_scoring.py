@@ -17,6 +17,7 @@ from tincap.evaluation.caption_metrics import (
     mean_cosine,
     nearest_neighbour_captions,
 )
+from tincap.evaluation.coco_caption import meteor, meteor_unavailable, rouge_l
 from tincap.evaluation.word_vectors import caption_word_vectors
 from tincap.runtime.atomic import atomic_write_csv
 from tincap.runtime.progress import progress
@@ -28,15 +29,25 @@ DIVERSITY = ("distinct_captions", "vocab_used", "novel_ratio", "mean_length")
 
 
 class CaptionScorer:
-    """BLEU-1..4 and CIDEr-D against the split's references, cosine in one word space fixed by the training captions
-    (not a model's own embedding), and the diversity figures measured against those training captions."""
+    """The captioning papers' table against the split's references (BLEU-1..4, ROUGE-L, CIDEr-D and, when asked and
+    Java is here, METEOR), cosine in one word space fixed by the training captions (not a model's own embedding), and
+    the diversity figures measured against those training captions."""
 
     def __init__(self, training_references: Sequence[Sequence[Caption]]) -> None:
         self.training_captions = [c for refs in training_references for c in refs]
         self.word_vectors = caption_word_vectors(self.training_captions)
+        self.meteor_skipped: str | None = None  # why METEOR was asked for and not computed
 
-    def __call__(self, hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]]) -> dict[str, float]:
+    def __call__(self, hypotheses: Sequence[Caption], references: Sequence[Sequence[Caption]],
+                 with_meteor: bool = False) -> dict[str, float]:
         scores = corpus_bleu(hypotheses, references)
+        if with_meteor:
+            self.meteor_skipped = meteor_unavailable()
+            if self.meteor_skipped is None:
+                scores["meteor"] = meteor(hypotheses, references)
+            else:
+                log.warning(self.meteor_skipped)
+        scores["rouge_l"] = rouge_l(hypotheses, references)
         scores["cider"] = cider_d(hypotheses, references)[0]
         scores["cosine"] = mean_cosine(hypotheses, references, self.word_vectors)
         scores.update(diversity(hypotheses, self.training_captions))

@@ -72,6 +72,7 @@ class Captioner(Task):
         val_beam_size: int = 1,
         length_penalty: float = 0.0,
         suppress_unk: bool = True,
+        meteor: bool = True,
         scst: dict[str, Any] | None = None,
         model_cfg: dict[str, Any] | None = None,
         data_info: dict[str, Any] | None = None,
@@ -254,7 +255,8 @@ class Captioner(Task):
         references = dm.references(stage)
         index = index.cpu().tolist()
         hyps = self._words(ids.cpu())
-        scores = self._scorer(hyps, [references[i] for i in index])
+        scores = self._scorer(hyps, [references[i] for i in index],
+                              with_meteor=stage == "test" and self.hparams.get("meteor", True))
         shown = ("bleu4", "cider") if stage == "val" else ()
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k in shown}, prog_bar=True)
         self.log_dict({f"{stage}/{k}": v for k, v in scores.items() if k not in shown})
@@ -298,10 +300,11 @@ class Captioner(Task):
                            result["hypotheses"], [split.captions[i][0] for i in result["index"]])
         if stage != "test":
             return StageOutputs()
-        return StageOutputs(metrics=baseline_scores(
+        skipped = {f"{stage}/meteor_skipped": self._scorer.meteor_skipped} if self._scorer.meteor_skipped else {}
+        return StageOutputs(metrics={**skipped, **baseline_scores(
             self.pooled_features, datamodule.eval_dataloader("train", share=False),
             datamodule.eval_dataloader(stage, share=False), datamodule.references("train"), datamodule.references(stage),
-            stage))
+            stage)})
 
     def configure_optimizers(self) -> Any:
         head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]
