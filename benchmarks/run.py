@@ -388,6 +388,7 @@ def main() -> None:
                         help="only the GPU rows (a GPU machine lent for minutes need not time the CPU rows)")
     parser.add_argument("--decode-batch", type=int, default=32, help="decode/*: images a batch")
     parser.add_argument("--caption-len", type=int, default=20, help="decode/*: words a caption")
+    parser.add_argument("--decode-only", action="store_true", help="only the caption decoders' decode/* rows")
     parser.add_argument("--quick", action="store_true", help="tiny numbers of steps (a smoke test)")
     args = parser.parse_args()
     json_only_stdout()
@@ -396,6 +397,9 @@ def main() -> None:
         args.timm_batch_size = 2
         args.decode_batch, args.caption_len = 2, 4
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.decode_only:
+        bench_decode(args)
+        return
     if args.device_only:
         bench_device(args, torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         return
