@@ -36,7 +36,6 @@ sys.path.insert(0, str(REPO / "src"))
 from tincap.data.classification import ClassificationDataModule  # noqa: E402
 from tincap.data.shapes import ShapesData  # noqa: E402
 from tincap.data.tin30 import TinyImageNet30  # noqa: E402
-from tincap.models.caption_decoders import AttentionDecoder  # noqa: E402
 from tincap.models.caption_search import beam_search, greedy_decode  # noqa: E402
 from tincap.models.caption_transformer import TransformerDecoder  # noqa: E402
 from tincap.models.cnn import CNN  # noqa: E402
@@ -333,10 +332,14 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def decoders(vocab: int, channels: int) -> dict[str, torch.nn.Module]:
-    """The attention LSTM and the Transformer at the sizes of flickr8k_attention_imagenet and
-    flickr8k_transformer_imagenet."""
-    return {"attention_lstm": AttentionDecoder(vocab, channels, embed_dim=512, hidden_dim=512, attention_dim=512),
-            "transformer": TransformerDecoder(vocab, channels)}
+    """The attention LSTM and the Transformer as flickr8k_attention_imagenet and flickr8k_transformer_imagenet
+    build them (their experiments' task.decoder configs)."""
+    from hydra.utils import instantiate
+
+    return {name: instantiate(compose_experiment(f"experiment={experiment}", "data.root=unused").task.decoder,
+                              vocab_size=vocab, input_dim=channels)
+            for name, experiment in (("attention_lstm", "flickr8k_attention_imagenet"),
+                                     ("transformer", "flickr8k_transformer_imagenet"))}
 
 
 def greedy_recomputing(decoder: TransformerDecoder, image: torch.Tensor, max_len: int) -> torch.Tensor:

@@ -27,14 +27,14 @@ def _heads(x: Tensor, heads: int) -> Tensor:
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, heads: int) -> tuple[Tensor, Tensor]:
     """Scaled dot-product attention of q (N, Tq, D) over k, v (N, Tk, D); `mask` (N or 1, Tq, Tk) is True where a query
-    may look. Returns the mixed values (N, Tq, D) and the weights averaged over heads (N, Tq, Tk)."""
+    may look. Returns the mixed values (N, Tq, D) and the weights of every head (N, heads, Tq, Tk)."""
     n, tq, d = q.shape
     scores = _heads(q, heads) @ _heads(k, heads).transpose(-1, -2) / math.sqrt(d // heads)  # (N, h, Tq, Tk)
     if mask is not None:
         scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
     weights = scores.softmax(-1)
     out = (weights @ _heads(v, heads)).transpose(1, 2).reshape(n, tq, d)  # (N, Tq, D)
-    return out, weights.mean(1)
+    return out, weights
 
 
 class DecoderLayer(nn.Module):
@@ -72,7 +72,7 @@ class DecoderLayer(nn.Module):
         mixed, alpha = _attend(self.cross_q(self.norm_cross(x)), cross_k, cross_v, None, self.heads)
         x = x + self.dropout(self.cross_out(mixed))
         x = x + self.dropout(self.ff(self.norm_ff(x)))
-        return x, k, v, alpha
+        return x, k, v, alpha.mean(1)  # the cross-attention averaged over heads
 
 
 class TransformerDecoder(nn.Module):
