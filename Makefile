@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[dev,export,demo,trackers,docs]'
 	touch $(STAMP)
 
+# the first run a new user makes ends within 2 minutes on any CPU; ARGS="..." replaces it (experiments set their own)
+ARGS ?= budget=2m
 train: install
 	$(PY) train.py $(ARGS)
 

@@ -22,6 +22,7 @@ from tincap.models.initialisation import build_network
 from tincap.runtime import resolvers
 from tincap.runtime.errors import InvalidInput
 from tincap.runtime.renames import RENAMED_OPTIONS
+from tincap.budget.plan import apply_size, budget_sizes, select_size
 from tincap.runtime.resolvers import by_precision
 from tincap.runtime.trainers import make_trainer
 from tincap.tasks.self_critical import ScstSettings
@@ -201,9 +202,10 @@ def test_renamed_options_point_at_options_that_exist() -> None:
 
 def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     """Spot checks that the composed values are what gets built, not only what the config holds."""
-    cfg = compose_train("experiment=tin30_cnn_aug", "trainer.precision=32-true")
+    cfg = compose_train("experiment=tin30_cnn_aug", "budget_size=half")
+    apply_size(cfg, select_size(cfg, budget_sizes(cfg)))
     assert cfg.data.augment == {"crop_padding": 4, "flip": True, "color_jitter": 0.0, "trivial_augment": True,
-                                "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 1.0}  # tin30 + tin30_cnn + own
+                                "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5}  # tin30 + tin30_cnn + own + size
     assert cfg.model.dropout == 0.3 and list(cfg.model.widths) == [32, 64, 128, 256]
     net = build_network(cfg.model, num_classes=30)
     opt = hydra.utils.instantiate(cfg.optimizer)(net.parameters())
@@ -219,27 +221,23 @@ def test_experiment_deltas_reach_the_built_objects(compose_train) -> None:
     assert cfg.data.batch_size == 8 and cfg.init.weights_path.endswith("tf_efficientnet_lite0_imagenet.pth")
 
 
-@pytest.mark.parametrize(("precision", "widths", "epochs", "mix_prob", "decay"),
-                         [("32-true", [32, 64, 128, 256], 36, 0.5, 5.0e-4),
-                          ("bf16-mixed", [48, 96, 192, 384], 50, 1.0, 1.0e-3)])
-def test_tin30_cnn_is_sized_to_its_precision(compose_train, precision: str, widths: list[int], epochs: int,
-                                             mix_prob: float, decay: float) -> None:
-    """experiment=tin30_cnn's 30-minute budget buys a wider network, more epochs, mixing on every batch and more weight
-    decay where bf16 runs natively; the experiments that load its weights build the same network at that precision."""
-    cfg = compose_train("experiment=tin30_cnn", f"trainer.precision={precision}")
-    assert cfg.trainer.max_epochs == epochs
+@pytest.mark.parametrize(("size", "precision", "widths", "mix_prob", "decay"),
+                         [("half", "32-true", [32, 64, 128, 256], 0.5, 5.0e-4),
+                          ("wide", "bf16-mixed", [48, 96, 192, 384], 1.0, 1.0e-3)])
+def test_tin30_cnn_sizes_build_what_they_name(compose_train, size: str, precision: str, widths: list[int],
+                                              mix_prob: float, decay: float) -> None:
+    """experiment=tin30_cnn's budget_sizes: each sets the network's widths, its mixing and its weight decay; the
+    experiments that load its weights build the same network as the size each precision usually buys (model=cnn_scaled)."""
+    cfg = compose_train("experiment=tin30_cnn", f"budget_size={size}", f"trainer.precision={precision}")
+    assert cfg.budget == "30m" and [s.name for s in budget_sizes(cfg)] == ["wide", "half"]
+    apply_size(cfg, select_size(cfg, budget_sizes(cfg)))
     assert hydra.utils.instantiate(cfg.data).augment["mix_prob"] == mix_prob
     net = build_network(cfg.model, num_classes=30)
     assert hydra.utils.instantiate(cfg.optimizer)(net.parameters()).defaults["weight_decay"] == decay
-    job = cfg.copy()
-    with open_dict(job):
-        del job["hydra"]
-    OmegaConf.resolve(job)  # what `python train.py ... --cfg job --resolve` prints
-    assert list(job.model.widths) == widths
-    assert net.head.in_features == widths[-1]
+    assert list(cfg.model.widths) == widths and net.head.in_features == widths[-1]
     for experiment in ("cifar10_cnn_tin30", "flickr8k_lstm_tin30"):
         loading = compose_train(f"experiment={experiment}", f"trainer.precision={precision}", "init.weights_path=null")
-        assert OmegaConf.to_container(loading.model, resolve=True) == OmegaConf.to_container(cfg.model, resolve=True)
+        assert list(OmegaConf.to_container(loading.model, resolve=True)["widths"]) == widths
 
 
 def test_by_precision_tells_16_bit_from_32_bit_floats() -> None:

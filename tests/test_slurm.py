@@ -211,3 +211,15 @@ def test_preempted_jobs_requeue_and_resume_to_the_uninterrupted_result(slurm: Cl
         assert f"resuming from {run_dir}/checkpoints/last.ckpt, after epoch" in log
         # one TensorBoard run holding the three epochs as the uninterrupted job logged them
         assert tb_scalars(run_dir / "tensorboard", "val/acc") == tb_scalars(sweep / "2" / "tensorboard", "val/acc")
+
+
+def test_a_budget_longer_than_the_job_has_left_is_refused_and_a_shorter_one_kept(slurm: Cluster, tmp_path: Path) -> None:
+    run("train.py", "-m", *launcher(slurm), "trainer=cpu", "model=mlp", *DATA, "budget=10m,40s",
+        "hydra.launcher.timeout_min=5", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+        env_extra=slurm.env)
+    sweep = the_sweep(tmp_path)
+    refused = (sweep / "0" / "FAILED").read_text()
+    assert re.search(r"budget=10m is longer than the \d+ min \d+ s left of SLURM job \d+", refused), refused
+    assert not (sweep / "0" / "metrics.json").exists()
+    kept = metrics_of(sweep / "1")
+    assert kept["budget"] == "40s" and kept["wall_s"] <= 40

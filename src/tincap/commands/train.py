@@ -16,18 +16,23 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.multiprocessing import (
     _MultiProcessingLauncher,
 )
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from tincap.budget.deadline import BudgetDeadline
+from tincap.budget.plan import plan_budget
 from tincap.data.datamodule import ImageDataModule
 from tincap.models import construct_network, plain_config
 from tincap.models.initialisation import Initialisation
 from tincap.runtime.callbacks import ReseedEachEpoch, StopOnNonFiniteLoss, Throughput
 from tincap.runtime.checkpoint_io import AtomicCheckpointIO, checkpoint_epoch
+from tincap.runtime.clock import machine, run_started
 from tincap.runtime.console import config_leaves, metric_lines
 from tincap.runtime.entry import Outcome, hydra_entry, task_wrapper
 from tincap.runtime.errors import InvalidInput, MissingInput
-from tincap.runtime.rundir import write_metrics
+from tincap.runtime.rundir import save_config, write_metrics
 from tincap.runtime.trackers import RunTracker
+from tincap.tasks.stages import best_checkpoint, fit_stages
 from tincap.tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -107,6 +112,20 @@ def build_task(cfg: DictConfig, datamodule: ImageDataModule) -> tuple[Task, str]
     return task, origin
 
 
+def build_run(cfg: DictConfig) -> tuple[ImageDataModule, Task, str, bool]:
+    """What a config trains: its datamodule, its task around a new network, the weights' origin, and whether there is
+    a validation split."""
+    datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.seed)
+    task, init = build_task(cfg, datamodule)
+    return datamodule, task, init, has_validation(cfg, datamodule)
+
+
+def measured_run(cfg: DictConfig) -> tuple[ImageDataModule, Task, bool]:
+    """build_run for a time budget's measuring fit."""
+    datamodule, task, _, validate = build_run(cfg)
+    return datamodule, task, validate
+
+
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The `last.ckpt` that `resume=<run_dir>` continues from (None for a fresh run)."""
     if not cfg.get("resume"):
@@ -132,50 +151,34 @@ def fitted_epochs(trainer: L.Trainer) -> int:
     return trainer.current_epoch
 
 
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """The best checkpoint so far (None under fast_dev_run or without checkpointing)."""
-    callback = trainer.checkpoint_callback
-    return None if trainer.fast_dev_run or callback is None else callback.best_model_path or None
-
-
-def fit_stages(trainer: L.Trainer, task: Task, datamodule: ImageDataModule, ckpt_path: str | None) -> None:
-    """Fit the task's stages in one trainer: each later stage begins from the best checkpoint so far, adds its epochs
-    to the count, and reads its dataloaders again (a stage may change what the datamodule serves). The epoch count,
-    TensorBoard steps and best-checkpoint choice carry on across stages."""
-    for number, stage in enumerate(task.fit_stages()):
-        if number == 0:
-            if stage.epochs is not None:
-                trainer.fit_loop.max_epochs = stage.epochs
-        else:
-            if stage.begin is not None:
-                stage.begin(best_checkpoint(trainer))
-            trainer.fit_loop.max_epochs = trainer.current_epoch + int(stage.epochs or 0)
-            trainer.should_stop = False
-            trainer.reload_dataloaders_every_n_epochs = 1
-            log.info("fit stage %d: %s, %d epochs", number + 1, stage.name, stage.epochs or 0)
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path if number == 0 else None)
-
-
 def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Fit, re-validate the best checkpoint, test it, and write metrics.json; returns (metrics, objects)."""
     run_dir = Path(cfg.paths.output_dir)
+    started = run_started()
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision("high")
+    plan = plan_budget(cfg, run_dir, started, measured_run)
+    if plan is not None:
+        L.seed_everything(cfg.seed, workers=True)  # the measuring fit drew random numbers: start as without a budget
+    if rank_zero_only.rank == 0 and (plan is not None or cfg.get("budget_sizes")):
+        save_config(cfg, run_dir, header=plan.summary() if plan is not None else None)  # the size and epochs chosen
 
     loggers = instantiate_all(cfg.get("logger"))
-    datamodule: ImageDataModule = hydra.utils.instantiate(cfg.data, seed=cfg.seed)
-    task, init = build_task(cfg, datamodule)
-    validate = has_validation(cfg, datamodule)
-    callbacks = instantiate_all(cfg.get("callbacks")) + [ReseedEachEpoch(cfg.seed), StopOnNonFiniteLoss()]
+    datamodule, task, init, validate = build_run(cfg)
+    deadline = BudgetDeadline(plan.deadline, plan.end_s) if plan is not None and not cfg.get("resume") else None
+    # the guard first: under DDP its per-epoch agreement must come before the progress bar, which gathers metrics on
+    # rank 0 only, so that every process calls the collectives in the same order
+    callbacks = [*([deadline] if deadline else []), *instantiate_all(cfg.get("callbacks")), ReseedEachEpoch(cfg.seed),
+                 StopOnNonFiniteLoss()]
     trainer = build_trainer(cfg, callbacks, loggers, validate)
     trackers = [lg for lg in trainer.loggers if isinstance(lg, RunTracker)]  # none under fast_dev_run
     params = flat_config(cfg, sep=".") if trackers else {}  # dotted as on the command line: optimizer.lr
     for tracker in trackers:
         tracker.log_config(params)
 
-    started = time.perf_counter()
+    fit_started = time.perf_counter()
     fit_stages(trainer, task, datamodule, resume_checkpoint(cfg))
-    fit_s = time.perf_counter() - started
+    fit_s = time.perf_counter() - fit_started
     best = best_checkpoint(trainer)
     if best:
         log.info("scoring the best checkpoint, %s", Path(best).name)
@@ -205,12 +208,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             "fit_s": round(fit_s, 2),
             "params": sum(p.numel() for p in task.net.parameters()),
             "train/img_per_s": round(throughput.img_per_s, 1) if throughput else None,
+            "machine": machine(str(cfg.trainer.get("accelerator", "cpu"))),
+            **(plan.metrics() if plan is not None else {}),
+            **({"budget/cut_at_epoch": deadline.cut_at_epoch} if deadline is not None else {}),
         }
     )
     metrics = {k: float(v) if isinstance(v, (torch.Tensor, np.floating)) else v for k, v in metrics.items()}
 
     tb = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if trainer.is_global_zero:
+        metrics["wall_s"] = round(time.time() - started, 1)  # from launch (a sweep job: from its start)
         write_metrics(run_dir / "metrics.json", metrics)
         saved = [run_dir / f"{name}.png" for name in figures]  # as write_outputs saved them
         files = [p for p in (run_dir / "metrics.json", run_dir / "config.yaml") if p.is_file()]  # config: the wrapper's

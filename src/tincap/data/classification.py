@@ -187,6 +187,13 @@ class ClassificationDataModule(ImageDataModule):
             batch = self.progressive(x, self.trainer.current_epoch, self.trainer.max_epochs), y
         return batch
 
+    def training_side(self, epoch: int, epochs: int) -> int | None:
+        """data.progressive's side for that epoch; None without progressive resizing."""
+        if self.progressive is None:
+            return None
+        self.setup()
+        return self.progressive.size(epoch, epochs, self.decoded_size())
+
     def first_epoch_pixels(self, chunk: int = 500) -> Iterator[Tensor]:
         """As ImageDataModule's, at the first epoch's size (data.progressive's smallest)."""
         for x in super().first_epoch_pixels(chunk):

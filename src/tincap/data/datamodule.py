@@ -45,6 +45,11 @@ class ImageDataModule(L.LightningDataModule, ABC):
         """The side the images are decoded at: data.image_size, else (null) the training files' own size."""
         return self.image_size or int(self.splits["train"].images.shape[1])
 
+    def training_side(self, epoch: int, epochs: int) -> int | None:
+        """The side of the images epoch `epoch` (0-based) of `epochs` trains at, where it changes from epoch to epoch
+        (progressive resizing); None where it does not. A time budget prices each epoch by it."""
+        return None
+
     def task_inputs(self) -> dict[str, Any]:
         """Objects the task is built with besides its config (a captioner's vocabulary); none by default."""
         return {}

@@ -33,6 +33,9 @@ TAIL_COLUMNS = ("epochs", "fit_s", "train/img_per_s")
 CAPTION_COLUMNS = ("test/bleu4", "test/cider", "test/distinct_captions", "test/vocab_used", "test/novel_ratio",
                    "test/mean_length")
 TTA_COLUMNS = ("val/acc_no_tta",)
+# runs trained to a time budget: the budget, the epochs it chose, the whole run's wall time, and the machine
+BUDGET_COLUMNS = ("budget", "budget/epochs", "wall_s")
+TEXT_COLUMNS = ("budget", "machine")
 COUNT_COLUMNS = ("test/distinct_captions", "test/vocab_used", "val/distinct_captions", "val/vocab_used")
 
 
@@ -140,7 +143,9 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
     extra = [c for c in CAPTION_COLUMNS if captioning and c not in (metric, test)]
     # runs with test-time augmentation also say what it bought
     extra += [c for c in TTA_COLUMNS if c != metric and any(c in r.metrics for r in runs)]
-    header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *extra, *TAIL_COLUMNS]
+    tail = [*TAIL_COLUMNS, *(BUDGET_COLUMNS if any("budget" in r.metrics for r in runs) else ()),
+            *(["machine"] if any("machine" in r.metrics for r in runs) else [])]
+    header = ["run", "overrides", "tags", *FIXED_COLUMNS, metric, *([test] if test else []), *extra, *tail]
 
     def rank(r: Run) -> tuple[bool, float]:
         value = _number(r.metrics.get(metric))
@@ -148,9 +153,9 @@ def report_rows(runs: list[Run], metric: str, higher_is_better: bool) -> tuple[l
 
     rows = []
     for r in sorted(runs, key=rank):
-        values = [r.metrics.get(k) for k in ("params", metric, *([test] if test else []), *extra, *TAIL_COLUMNS)]
+        keys = ("params", metric, *([test] if test else []), *extra, *tail)
         rows.append([r.label, r.varied, tags_label(r.config), model_label(r.config), init_label(r.metrics),
-                     *[_number(v) for v in values]])
+                     *[r.metrics.get(k) if k in TEXT_COLUMNS else _number(r.metrics.get(k)) for k in keys]])
     return header, rows
 
 

@@ -18,8 +18,9 @@ from tincap.runtime.atomic import atomic_write_text
 TREE_ORDER = ("data", "model", "init", "task", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
 
 
-def save_config(cfg: DictConfig, save_dir: str | Path) -> None:
-    """Save the resolved config as config.yaml, and as a rich tree (main groups first) in config_tree.log."""
+def save_config(cfg: DictConfig, save_dir: str | Path, header: str | None = None) -> None:
+    """Save the resolved config as config.yaml, and as a rich tree (main groups first) in config_tree.log; `header`
+    heads both as a comment (what a time budget chose, and from what speed)."""
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
     keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER and k != "hydra"]
     for key in keys:
@@ -29,8 +30,10 @@ def save_config(cfg: DictConfig, save_dir: str | Path) -> None:
         branch.add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     console = rich.console.Console(record=True, width=120, file=io.StringIO())
     console.print(tree)
-    atomic_write_text(Path(save_dir) / "config_tree.log", console.export_text())
-    atomic_write_text(Path(save_dir) / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    comment = "".join(f"# {line}\n" for line in (header or "").splitlines())
+    atomic_write_text(Path(save_dir) / "config_tree.log", comment + console.export_text())
+    run_config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])  # Hydra's own node is .hydra/'s
+    atomic_write_text(Path(save_dir) / "config.yaml", comment + OmegaConf.to_yaml(run_config, resolve=True))
 
 
 def write_metrics(path: str | Path, metrics: dict[str, Any]) -> None:

@@ -128,7 +128,7 @@ class Captioner(Task):
     def fit_stages(self) -> list[FitStage]:
         """Cross-entropy, then task.scst.epochs of SCST from its best checkpoint; with task.scst.init_from, SCST alone
         (`setup` starts it from that checkpoint)."""
-        scst = FitStage("self-critical", self.scst.epochs, self.begin_self_critical)
+        scst = FitStage("self-critical", self.scst.epochs, self.begin_self_critical, "task.scst.epochs")
         if self.scst.init_from is not None:
             return [scst]
         return [FitStage("cross-entropy"), *([scst] if self.scst.epochs else [])]

@@ -27,12 +27,14 @@ V = TypeVar("V")
 
 @dataclass(frozen=True)
 class FitStage:
-    """One `trainer.fit` of a task's training: its name, how many epochs it adds, and what the task does as it begins
-    (given the best checkpoint of the stage before, or None)."""
+    """One `trainer.fit` of a task's training: its name, how many epochs it adds, what the task does as it begins
+    (given the best checkpoint of the stage before, or None), and the config key that sets its epochs (which a time
+    budget rewrites)."""
 
     name: str
     epochs: int | None = None  # None: the trainer's own max_epochs (the first stage only)
     begin: Callable[[str | None], None] | None = None
+    epochs_key: str = "trainer.max_epochs"
 
 
 @dataclass(frozen=True)
