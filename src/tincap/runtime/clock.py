@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from tincap.runtime.resolvers import cpu_has_native_bf16
+from tincap.runtime.resolvers import GPU_ACCELERATORS, cpu_has_native_bf16
 
 _IMPORTED = time.time()
 _claimed = False
-_GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 
 
 def process_started() -> float:
@@ -55,7 +54,7 @@ def cpu_model() -> str:
 
 def machine(accelerator: str = "cpu") -> str:
     """The machine in one line, as results are reported: the GPU, or the CPU with its cores and its bf16."""
-    if str(accelerator) in _GPU_ACCELERATORS and torch.cuda.is_available():
+    if str(accelerator) in GPU_ACCELERATORS and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} GPU x{torch.cuda.device_count()}"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     bf16 = "bf16 native" if cpu_has_native_bf16() else "bf16 emulated"

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from tincap.runtime.errors import InvalidInput
 
 # accelerators whose devices are GPUs; "auto" picks the GPUs when the allocation has them, so they are asked for
-_GPU_ACCELERATORS = ("gpu", "cuda", "auto")
+GPU_ACCELERATORS = ("gpu", "cuda", "auto")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -36,7 +36,7 @@ def by_precision(precision: Any, full: Any, half: Any) -> Any:
 
 def slurm_gpus_per_node(accelerator: str, devices: Any) -> int | None:
     """GPUs a SLURM node must give the trainer: one per device for a GPU trainer, none (no request) for a CPU one."""
-    if str(accelerator) not in _GPU_ACCELERATORS:
+    if str(accelerator) not in GPU_ACCELERATORS:
         return None  # submitit then writes no --gpus-per-node; a cluster without GPU GRES may refuse even 0
     text = str(devices).strip()
     if text.isdigit() and int(text) > 0:
